@@ -1,0 +1,61 @@
+# The course's commands. `make book` and `make test` are all a newcomer needs; both set up .venv on first use and
+# call pip again only when requirements.txt or pyproject.toml changed (so they work offline after the first run).
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# pip's warnings about this machine's extra local indexes are noise for a learner; hide just those lines.
+PIPFILTER := grep -v 'is ignored: it is neither a file nor a directory' || true
+
+.PHONY: help install book test test-fast check exercises tokenizer grade bench clean
+
+help:
+	@echo "make book       build the site into _build/html (executes every chapter; cached)"
+	@echo "make test       run the whole test suite"
+	@echo "make check NB=exercises/ch01_tokens/tokens.ipynb   self-check an exercise notebook"
+	@echo "make exercises  regenerate the student notebooks in exercises/ from solutions/"
+	@echo "make tokenizer  retrain the course tokenizer (gptcourse/data/course_bpe.json)"
+	@echo "make grade SUBMISSIONS=dir WORKSPACE=dir   grade submissions/<student>/<chapter>/<nb>.ipynb"
+	@echo "make bench      print the benchmarks"
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed (3.11 recommended); set PYTHON=/path/to/python3.11"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the pinned requirements into $(VENV) (first time only; needs the package index)..."
+	@$(BIN)/python -m pip install -q -r requirements.txt 2>&1 | { $(PIPFILTER); }
+	@touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+check: $(STAMP)
+	@test -n "$(NB)" || { echo "Say which notebook: make check NB=exercises/ch01_tokens/tokens.ipynb"; exit 2; }
+	$(BIN)/python -m autograder.check "$(NB)"
+
+exercises: $(STAMP)
+	$(BIN)/python -m autograder.generate
+
+tokenizer: $(STAMP)
+	$(BIN)/python -m gptcourse.course_tokenizer
+
+grade: $(STAMP)
+	@test -n "$(SUBMISSIONS)" -a -n "$(WORKSPACE)" || { echo "Usage: make grade SUBMISSIONS=path/to/submissions WORKSPACE=path/outside/repo"; exit 2; }
+	$(BIN)/python -m autograder.grade "$(SUBMISSIONS)" --workspace "$(WORKSPACE)"
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.bpe_training
+	$(BIN)/python -m benchmarks.encoding
+	$(BIN)/python -m benchmarks.book_build
+
+clean:
+	rm -rf _build
