@@ -29,8 +29,12 @@ $(STAMP): requirements.txt pyproject.toml
 	@$(BIN)/python -m pip install -q -r requirements.txt 2>&1 | { $(PIPFILTER); }
 	@touch $(STAMP)
 
+# The execution cache (_build/.jupyter_cache) is keyed on a page's code cells only; it cannot see edits to the
+# gptcourse library, so it is dropped whenever a library file is newer than it. --all re-reads every page.
 book: $(STAMP)
-	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
+	@if [ -d _build/.jupyter_cache ] && [ -n "$$(find gptcourse -name '*.py' -newer _build/.jupyter_cache/global.db)" ]; then \
+		echo "The library changed since the chapters last ran: executing them again."; rm -rf _build/.jupyter_cache; fi
+	$(BIN)/jupyter-book build . --all --builder html -W -n --keep-going
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
