@@ -1,0 +1,62 @@
+"""Catalogues of realistic wrong implementations, one module per chapter (``autograder/catalogue/<chapter>.py``).
+
+Each module defines ``WRONG``: a list of :class:`WrongImplementation`. An entry replaces the source of one solution
+cell (by its nbgrader ``grade_id``) with a plausible learner mistake. CI (``tests/test_catalogue.py``) runs the
+instructor notebook with that replacement and only the *hidden* part of every test cell, and checks that the
+exercise's own test cell fails: a hidden test that no wrong implementation fails is not testing anything.
+
+A module may also define ``ALTERNATIVES``: correct answers written differently from the reference (another
+algorithm, another return type the spec allows). CI checks that the full test cell (visible and hidden tests) accepts
+each of them, so the tests do not demand the reference's way of doing things.
+
+To add a mistake you have seen in real submissions, append an entry to the chapter's ``WRONG`` list; the tests pick
+it up by itself.
+"""
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WrongImplementation:
+    grade_id: str  # the nbgrader grade_id of the solution cell this source replaces
+    name: str  # short and unique within the chapter; used as the pytest id
+    why: str  # one line: the learner's mistake
+    source: str  # the complete replacement source of that cell
+
+    @property
+    def tests_grade_id(self) -> str:
+        """The grade_id of the exercise's own test cell (by convention, the solution's grade_id + "_tests")."""
+        return self.grade_id + "_tests"
+
+
+@dataclass(frozen=True)
+class CorrectAlternative:
+    grade_id: str  # the nbgrader grade_id of the solution cell this source replaces
+    name: str  # short and unique within the chapter; used as the pytest id
+    how: str  # one line: how it differs from the reference solution
+    source: str  # the complete replacement source of that cell
+
+    @property
+    def tests_grade_id(self) -> str:
+        return self.grade_id + "_tests"
+
+
+def chapters_with_catalogue() -> list[str]:
+    """The chapters that have a catalogue module."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def load(chapter: str) -> list[WrongImplementation]:
+    """The wrong implementations of one chapter (an empty list if it has no catalogue yet)."""
+    if chapter not in chapters_with_catalogue():
+        return []
+    return list(importlib.import_module(f"{__name__}.{chapter}").WRONG)
+
+
+def load_alternatives(chapter: str) -> list[CorrectAlternative]:
+    """The correct alternative answers of one chapter (an empty list if there are none)."""
+    if chapter not in chapters_with_catalogue():
+        return []
+    return list(getattr(importlib.import_module(f"{__name__}.{chapter}"), "ALTERNATIVES", []))

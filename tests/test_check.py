@@ -1,0 +1,177 @@
+"""The learner's self-check, autograder/check.py, on the toy assignment (and chapter 1 when it exists)."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+
+from grading_support import (  # noqa: E402
+    REPO_ROOT, TOY_CHAPTER, TOY_SOLUTIONS, fill, make_release, read, run_module, set_source, solution_sources, write,
+)
+from autograder import check  # noqa: E402
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def toy_release(tmp_path_factory) -> Path:
+    return make_release(TOY_SOLUTIONS, TOY_CHAPTER, tmp_path_factory.mktemp("toy_course"))
+
+
+@pytest.fixture
+def learner(toy_release, tmp_path):
+    """Write a learner's notebook (the student version with some solution cells filled in) into a fresh folder."""
+    release = read(toy_release)
+    sources = solution_sources(read(TOY_SOLUTIONS / TOY_CHAPTER / "toy.ipynb"))
+
+    def make(name="toy.ipynb", **answers) -> Path:
+        nb = fill(release, {k: (sources[k] if v is True else v) for k, v in answers.items()})
+        return write(nb, tmp_path / "learner" / name)
+
+    return make
+
+
+def run_check(capsys, path) -> tuple[int, str]:
+    code = check.main([str(path)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fast: what cannot be checked is said clearly, with exit status 2
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path, capsys):
+    code, out = run_check(capsys, tmp_path / "tokens.ipynb")
+    assert code == 2 and "There is no file" in out and "exercises/ch01_tokens/tokens.ipynb" in out
+
+
+def test_not_a_notebook(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    code, out = run_check(capsys, tmp_path / "notes.txt")
+    assert code == 2 and "not a Jupyter notebook" in out
+
+
+def test_a_folder(tmp_path, capsys):
+    (tmp_path / "toy.ipynb").write_text("{}")
+    code, out = run_check(capsys, tmp_path)
+    assert code == 2 and "is a folder" in out and "toy.ipynb" in out
+
+
+def test_malformed_json_is_a_clear_error_and_the_file_is_untouched(tmp_path, capsys):
+    path = tmp_path / "toy.ipynb"
+    path.write_text('{"cells": [{"cell_type": "code", "source": "x = ')
+    before = sha(path)
+    code, out = run_check(capsys, path)
+    assert code == 2
+    assert "damaged" in out and "not valid notebook JSON" in out and "line 1" in out
+    assert "Traceback" not in out
+    assert sha(path) == before
+
+
+def test_json_that_is_not_a_notebook(tmp_path, capsys):
+    path = tmp_path / "toy.ipynb"
+    path.write_text('{"hello": "world"}')
+    code, out = run_check(capsys, path)
+    assert code == 2 and "not a Jupyter notebook" in out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Slow: running the notebook
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_untouched_notebook_is_not_attempted(learner, capsys):
+    path = learner()
+    before = sha(path)
+    code, out = run_check(capsys, path)
+    assert code == 1
+    assert out.count("not attempted") == 2 and "⚠ test_double" in out and "⚠ test_mean" in out
+    assert "visible tests passed: 0/2" in out and "hidden tests run at grading time" in out
+    assert "Errors outside the test cells" not in out  # a stub is not an error
+    assert sha(path) == before  # the learner's file is byte-identical
+
+
+@pytest.mark.slow
+def test_completed_notebook_passes_even_with_a_warning(learner, capsys):
+    path = learner(double=True, mean=True)  # the reference `mean([])` warns on stderr
+    before = sha(path)
+    code, out = run_check(capsys, path)
+    assert code == 0, out
+    assert "✓ test_double" in out and "✓ test_mean" in out and "visible tests passed: 2/2" in out
+    assert sha(path) == before
+
+
+@pytest.mark.slow
+def test_failure_shows_the_message_not_the_traceback(learner, capsys):
+    path = learner(double="def double(x):\n    return x * 3", mean=True)
+    code, out = run_check(capsys, path)
+    assert code == 1
+    assert "✗ test_double" in out and "AssertionError: double(2) should be 4" in out
+    assert "✓ test_mean" in out and "visible tests passed: 1/2" in out
+    assert "Traceback" not in out and "\x1b[" not in out
+
+
+@pytest.mark.slow
+def test_error_outside_the_tests_names_the_cell(learner, capsys):
+    path = learner(double=True, mean="def mean(xs:\n    return 0")
+    code, out = run_check(capsys, path)
+    assert code == 1
+    assert "Errors outside the test cells" in out
+    assert "solution cell 'mean'" in out and "SyntaxError" in out and "cell 7" in out
+    assert "✓ test_double" in out and "✗ test_mean" in out
+
+
+@pytest.mark.slow
+def test_kernel_death_is_explained(learner, capsys):
+    path = learner(double=True, mean="import os\ndef mean(xs):\n    os._exit(1)")
+    code, out = run_check(capsys, path)
+    assert code == 1
+    assert "kernel died" in out and "✓ test_double" in out and "✗ test_mean" in out
+
+
+@pytest.mark.slow
+def test_runs_in_the_notebooks_folder(learner, capsys):
+    path = learner(double="import pathlib\nassert pathlib.Path('toy.ipynb').exists(), 'wrong folder'\n"
+                          "def double(x):\n    return 2 * x", mean=True)
+    code, out = run_check(capsys, path)
+    assert code == 0, out
+
+
+@pytest.mark.slow
+def test_edited_test_still_counts_as_the_learners_own(learner, tmp_path, capsys):
+    """The self-check runs what is in the notebook; the grader restores the original test (see test_grading)."""
+    path = learner(double=True, mean=True)
+    write(set_source(read(path), "test_double", "assert False, 'my own test'"), path)
+    code, out = run_check(capsys, path)
+    assert code == 1 and "my own test" in out
+
+
+@pytest.mark.slow
+def test_command_line(learner):
+    path = learner(double=True, mean=True)
+    proc = run_module("autograder.check", path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "visible tests passed: 2/2" in proc.stdout
+
+
+CHAPTER1_RELEASE = REPO_ROOT / "exercises" / "ch01_tokens" / "tokens.ipynb"
+
+
+@pytest.mark.slow
+def test_chapter1_student_notebook_is_not_attempted(tmp_path, capsys):
+    if not CHAPTER1_RELEASE.is_file():
+        pytest.skip("exercises/ch01_tokens/tokens.ipynb does not exist yet (make exercises)")
+    before = sha(CHAPTER1_RELEASE)
+    code, out = run_check(capsys, CHAPTER1_RELEASE)
+    assert code == 1 and "not attempted" in out and "visible tests passed: 0/" in out
+    assert sha(CHAPTER1_RELEASE) == before

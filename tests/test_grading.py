@@ -1,0 +1,501 @@
+"""The grading pipeline (autograder/grade.py, autograder/course.py's nbgrader settings).
+
+The slow tests grade real notebooks with nbgrader: a toy assignment (tests/fixtures/toy_course) that has every case
+we care about, and, when it exists, the real chapter 1 with three submissions built from its notebooks.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+
+from grading_support import (  # noqa: E402
+    REPO_ROOT, TOY_CHAPTER, TOY_NOTEBOOK, TOY_SOLUTIONS, drop, fill, hidden_lines, html_text, make_release, meta,
+    points_of_tests, read, run_module, set_source, solution_sources, tree_hashes, write,
+)
+from autograder import grade as grade_module  # noqa: E402
+from autograder.course import (  # noqa: E402
+    HIDDEN_TESTS_PLACEHOLDER, STDERR_MARK, HideHiddenTests, grading_config, split_hidden_tests, stderr_to_stdout,
+)
+
+CHAPTER1 = "ch01_tokens"
+CHAPTER1_SOLUTION = REPO_ROOT / "solutions" / CHAPTER1 / "tokens.ipynb"
+CHAPTER1_RELEASE = REPO_ROOT / "exercises" / CHAPTER1 / "tokens.ipynb"
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def by_student(rows: list[dict]) -> dict[str, dict]:
+    return {row["student"]: row for row in rows}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fast: the configuration and our preprocessors, on hand-made cells
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_grading_config_sets_the_dangerous_defaults(tmp_path):
+    from nbgrader.preprocessors import Execute
+
+    c = grading_config(tmp_path, timeout=123)
+    assert c.Execute.timeout == 123 and c.Execute.interrupt_on_timeout
+    assert c.Execute.error_on_timeout["ename"] == "CellTimeoutError"
+    pps = c.Autograde.autograde_preprocessors
+    assert pps[pps.index(Execute) + 1].__name__ == "StderrToStdout"
+    assert c.OverwriteCells.add_missing_cells is True
+    assert "RestoreMissingCells" in [p.__name__ for p in c.Autograde.sanitize_preprocessors]
+    assert c.GenerateFeedback.preprocessors[0] is HideHiddenTests
+    assert c.CourseDirectory.db_url == f"sqlite:///{tmp_path / 'gradebook.db'}"
+
+
+def test_stderr_becomes_marked_stdout():
+    cell = nbformat.v4.new_code_cell("f()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="x.py:1: UserWarning: careful\n  f()\n")]
+    assert stderr_to_stdout(cell)
+    (out,) = cell.outputs
+    assert out.name == "stdout" and out.text == f"{STDERR_MARK}x.py:1: UserWarning: careful\n{STDERR_MARK}  f()\n"
+
+
+def test_hidden_region_is_replaced_with_a_placeholder():
+    source = "assert f(1) == 1\n### BEGIN HIDDEN TESTS\nsecret = 42\nassert f(secret) == 42\n### END HIDDEN TESTS\nok()"
+    shown, hidden = split_hidden_tests(source)
+    assert shown == f"assert f(1) == 1\n{HIDDEN_TESTS_PLACEHOLDER}\nok()"
+    assert hidden == ["secret = 42", "assert f(secret) == 42"]
+
+
+def test_hide_hidden_tests_keeps_the_message_and_drops_the_traceback():
+    cell = nbformat.v4.new_code_cell(
+        'assert f(1) == 1\n### BEGIN HIDDEN TESTS\nassert f(99) == 99, "f is wrong for large inputs"\n'
+        "### END HIDDEN TESTS")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout",
+                               text='[stderr] x.py:3: UserWarning\n'
+                                    '[stderr]   assert f(99) == 99, "f is wrong for large inputs"\nkept\n'),
+        nbformat.v4.new_output("error", ename="AssertionError", evalue="f is wrong for large inputs",
+                               traceback=["----> 3 assert f(99) == 99, \"f is wrong for large inputs\"",
+                                          "AssertionError: f is wrong for large inputs"]),
+    ]
+    HideHiddenTests().preprocess_cell(cell, {}, 0)
+    assert "f(99)" not in cell.source and HIDDEN_TESTS_PLACEHOLDER in cell.source
+    stream, error = cell.outputs
+    assert "f(99)" not in stream.text and "kept" in stream.text
+    assert error.traceback[0] == "AssertionError: f is wrong for large inputs"
+    assert not any("f(99)" in line for line in error.traceback)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fast: bad input is refused with a clear message, before anything is run or written
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _grade(capsys, *argv) -> tuple[int, str]:
+    code = grade_module.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_workspace_inside_the_repository_is_refused(tmp_path, capsys):
+    (tmp_path / "subs" / "alice").mkdir(parents=True)
+    workspace = REPO_ROOT / "grading-workspace-should-not-exist"
+    code, out = _grade(capsys, tmp_path / "subs", "--workspace", workspace, "--solutions", TOY_SOLUTIONS)
+    assert code == 2
+    assert "inside the course repository" in out and "outside" in out
+    assert not workspace.exists()
+
+
+def test_workspace_inside_the_submissions_is_refused(tmp_path, capsys):
+    (tmp_path / "subs" / "alice" / TOY_CHAPTER).mkdir(parents=True)
+    before = tree_hashes(tmp_path / "subs")
+    code, out = _grade(capsys, tmp_path / "subs", "--workspace", tmp_path / "subs" / "ws", "--solutions",
+                       TOY_SOLUTIONS)
+    assert code == 2 and "overlap" in out
+    assert not (tmp_path / "subs" / "ws").exists() and tree_hashes(tmp_path / "subs") == before
+
+
+def test_a_foreign_non_empty_workspace_is_refused(tmp_path, capsys):
+    (tmp_path / "subs" / "alice" / TOY_CHAPTER).mkdir(parents=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    code, out = _grade(capsys, tmp_path / "subs", "--workspace", tmp_path / "mine", "--solutions", TOY_SOLUTIONS)
+    assert code == 2 and "not empty" in out
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["thesis.tex"]
+
+
+def test_missing_submissions_folder_is_explained(tmp_path, capsys):
+    code, out = _grade(capsys, tmp_path / "nope", "--workspace", tmp_path / "ws", "--solutions", TOY_SOLUTIONS)
+    assert code == 2 and "does not exist" in out and "<student>/<chapter>/<notebook>.ipynb" in out
+
+
+def test_one_students_folder_instead_of_the_submissions_folder_is_explained(tmp_path, capsys):
+    (tmp_path / "alice" / TOY_CHAPTER).mkdir(parents=True)
+    code, out = _grade(capsys, tmp_path / "alice", "--workspace", tmp_path / "ws", "--solutions", TOY_SOLUTIONS)
+    assert code == 2 and "ONE" in out and "student's folder" in out
+
+
+def test_unknown_chapter_option_is_explained(tmp_path, capsys):
+    (tmp_path / "subs" / "alice" / TOY_CHAPTER).mkdir(parents=True)
+    code, out = _grade(capsys, tmp_path / "subs", "--workspace", tmp_path / "ws", "--solutions", TOY_SOLUTIONS,
+                       "--chapter", "ch99")
+    assert code == 2 and "Unknown chapter 'ch99'" in out and TOY_CHAPTER in out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Slow: grading the toy assignment, one run over every kind of submission
+# --------------------------------------------------------------------------------------------------------------------
+
+TOY_TIMEOUT = 5  # seconds per cell in the toy run: the toy's cells take milliseconds; "loop" never ends
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """The toy assignment's notebooks: solution (instructor), release (student), and its test points."""
+    root = tmp_path_factory.mktemp("toy_release")
+    release = make_release(TOY_SOLUTIONS, TOY_CHAPTER, root)
+    solution = read(TOY_NOTEBOOK)
+    return {"solution": solution, "release": read(release), "points": points_of_tests(solution),
+            "sources": solution_sources(solution)}
+
+
+def toy_submissions(toy, folder: Path) -> Path:
+    """SUBMISSIONS/<student>/toy/toy.ipynb for every case the grading must handle."""
+    release, sources = toy["release"], toy["sources"]
+    correct = fill(release, sources)
+    nbs = {
+        "correct": correct,  # the reference answer; `mean([])` warns on stderr
+        "stub": release,
+        "deleted_test": drop(correct, "test_mean"),
+        "deleted_pair": drop(correct, "double", "test_double"),  # nbgrader 0.9.6 itself raises KeyError here
+        "edited_test": set_source(fill(release, {**sources, "double": "def double(x):\n    return x * 3"}),
+                                  "test_double", "assert True  # I made the test pass"),
+        "hidden_fail": fill(release, {**sources, "mean": (
+            "def mean(xs):\n    if not xs:\n        warnings.warn('empty', stacklevel=2)\n        return 0.0\n"
+            "    return (xs[0] + xs[-1]) / 2")}),
+        "crash": fill(release, {**sources, "mean": "import os\ndef mean(xs):\n    os._exit(1)"}),
+        "loop": fill(release, {**sources, "double": "def double(x):\n    while True:\n        pass"}),
+    }
+    for student, nb in nbs.items():
+        write(nb, folder / student / TOY_CHAPTER / "toy.ipynb")
+    (folder / "broken" / TOY_CHAPTER).mkdir(parents=True)
+    (folder / "broken" / TOY_CHAPTER / "toy.ipynb").write_text('{"cells": [{"cell_type": "code", "sour')
+    write(correct, folder / "misnamed" / TOY_CHAPTER / "toy (1).ipynb")
+    (folder / "no_chapter" / "notes").mkdir(parents=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def toy_run(toy, tmp_path_factory):
+    base = tmp_path_factory.mktemp("toy_grading")
+    submissions = toy_submissions(toy, base / "submissions")
+    before = tree_hashes(submissions)
+    workspace = base / "workspace"
+    proc = run_module("autograder.grade", submissions, "--workspace", workspace, "--solutions", TOY_SOLUTIONS,
+                      "--timeout", TOY_TIMEOUT)
+    grades = by_student(read_csv(workspace / "grades.csv")) if (workspace / "grades.csv").exists() else {}
+    problems = read_csv(workspace / "problems.csv") if (workspace / "problems.csv").exists() else []
+    return {"proc": proc, "submissions": submissions, "before": before, "workspace": workspace, "grades": grades,
+            "problems": problems}
+
+
+def graded_cell(workspace: Path, student: str, grade_id: str):
+    nb = read(workspace / "autograded" / student / TOY_CHAPTER / "toy.ipynb")
+    (cell,) = [c for c in nb.cells if meta(c).get("grade_id") == grade_id]
+    return cell
+
+
+def score(run, student) -> float:
+    row = run["grades"][student]
+    assert row["status"] == "graded", (row, run["proc"].stdout)
+    return float(row["score"])
+
+
+@pytest.mark.slow
+def test_toy_run_finishes_and_says_what_went_wrong(toy_run):
+    proc = toy_run["proc"]
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # 1: some submissions have problems
+    assert "Summary" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_correct_answer_gets_full_marks_even_though_it_warns(toy_run, toy):
+    assert score(toy_run, "correct") == sum(toy["points"].values())
+    cell = graded_cell(toy_run["workspace"], "correct", "test_mean")
+    text = "".join(o.get("text", "") for o in cell.outputs)
+    assert "UserWarning" in text and STDERR_MARK in text  # the warning is still shown, as stdout
+    assert not any(o.get("name") == "stderr" for o in cell.outputs)
+    assert float(toy_run["grades"]["correct"]["toy/test_mean"]) == toy["points"]["test_mean"]
+
+
+@pytest.mark.slow
+def test_stub_scores_zero(toy_run):
+    assert score(toy_run, "stub") == 0
+
+
+@pytest.mark.slow
+def test_deleted_test_cell_is_restored_and_graded(toy_run, toy):
+    assert score(toy_run, "deleted_test") == sum(toy["points"].values())
+    cell = graded_cell(toy_run["workspace"], "deleted_test", "test_mean")
+    assert "BEGIN HIDDEN TESTS" in cell.source  # the full test, hidden part included, ran
+
+
+@pytest.mark.slow
+def test_deleted_solution_and_test_cells_are_graded_without_crashing(toy_run, toy):
+    assert score(toy_run, "deleted_pair") == toy["points"]["test_mean"]
+    graded_cell(toy_run["workspace"], "deleted_pair", "test_double")  # restored, ran, failed (double is gone)
+
+
+@pytest.mark.slow
+def test_edited_test_cell_is_graded_with_the_original(toy_run, toy):
+    assert score(toy_run, "edited_test") == toy["points"]["test_mean"]
+    cell = graded_cell(toy_run["workspace"], "edited_test", "test_double")
+    assert "I made the test pass" not in cell.source
+    assert cell.source == next(c.source for c in toy["solution"].cells if meta(c).get("grade_id") == "test_double")
+
+
+@pytest.mark.slow
+def test_hidden_test_failure_costs_the_points(toy_run, toy):
+    assert score(toy_run, "hidden_fail") == toy["points"]["test_double"]
+
+
+@pytest.mark.slow
+def test_feedback_reveals_no_hidden_test(toy_run, toy):
+    secrets = hidden_lines(toy["solution"])
+    assert len(secrets) >= 4
+    feedback = sorted((toy_run["workspace"] / "feedback").rglob("*.html"))
+    students = {p.parent.parent.name for p in feedback}
+    assert {"correct", "stub", "hidden_fail", "deleted_test", "edited_test", "loop"} <= students
+    for page in feedback:
+        raw = page.read_text(encoding="utf-8")
+        text = html_text(raw)
+        for secret in secrets:
+            assert secret not in text and secret not in raw, f"{page}: shows the hidden line {secret!r}"
+        assert "BEGIN HIDDEN TESTS" not in raw and "hidden_mean_values" not in raw and "hidden_double" not in raw
+        assert HIDDEN_TESTS_PLACEHOLDER in text
+    failing = html_text((toy_run["workspace"] / "feedback" / "hidden_fail" / TOY_CHAPTER / "toy.html").read_text())
+    assert "AssertionError" in failing
+    assert "mean of an uneven list is wrong" in failing  # the hidden test's message is meant to be read
+    assert "Traceback" not in failing and "---->" not in failing
+
+
+@pytest.mark.slow
+def test_timeout_is_reported_not_silent(toy_run, toy):
+    assert score(toy_run, "loop") == toy["points"]["test_mean"]
+    row = toy_run["grades"]["loop"]
+    assert "timeout" in row["remarks"]
+    assert any(p["student"] == "loop" and "interrupted" in p["problem"] for p in toy_run["problems"])
+
+
+@pytest.mark.slow
+def test_kernel_crash_is_reported_and_the_others_graded(toy_run):
+    assert toy_run["grades"]["crash"]["status"] == "autograde failed"
+    assert toy_run["grades"]["crash"]["score"] == ""
+    assert any(p["student"] == "crash" and "kernel died" in p["problem"] for p in toy_run["problems"])
+    assert not (toy_run["workspace"] / "feedback" / "crash").exists()
+
+
+@pytest.mark.slow
+def test_malformed_notebook_is_reported_and_the_others_graded(toy_run):
+    assert toy_run["grades"]["broken"]["status"] == "malformed"
+    (problem,) = [p for p in toy_run["problems"] if p["student"] == "broken"]
+    assert "not valid notebook JSON" in problem["problem"] and problem["graded"] == "no"
+    assert "broken" in toy_run["proc"].stdout
+    assert toy_run["grades"]["correct"]["status"] == "graded"
+
+
+@pytest.mark.slow
+def test_wrong_notebook_name_is_reported_with_the_expected_name(toy_run):
+    assert toy_run["grades"]["misnamed"]["status"] == "wrong name"
+    (problem,) = [p for p in toy_run["problems"] if p["student"] == "misnamed"]
+    assert "toy (1).ipynb" in problem["problem"] and "toy.ipynb" in problem["what_to_do"]
+
+
+@pytest.mark.slow
+def test_student_without_the_chapter_is_listed(toy_run):
+    assert toy_run["grades"]["no_chapter"]["status"] == "missing"
+    assert any(p["student"] == "no_chapter" and p["chapter"] == TOY_CHAPTER for p in toy_run["problems"])
+
+
+@pytest.mark.slow
+def test_every_submission_ends_graded_or_listed(toy_run):
+    students = {p.name for p in toy_run["submissions"].iterdir()}
+    assert set(toy_run["grades"]) == students
+    listed = {p["student"] for p in toy_run["problems"] if p["graded"] == "no"}
+    for student, row in toy_run["grades"].items():
+        assert row["status"] == "graded" or student in listed, row
+
+
+@pytest.mark.slow
+def test_originals_are_untouched(toy_run):
+    assert tree_hashes(toy_run["submissions"]) == toy_run["before"]
+
+
+@pytest.mark.slow
+def test_feedback_and_gradebook_are_in_the_workspace(toy_run):
+    workspace = toy_run["workspace"]
+    assert (workspace / "gradebook.db").is_file()
+    assert (workspace / "feedback" / "correct" / TOY_CHAPTER / "toy.html").is_file()
+    assert (workspace / "submitted" / "correct" / TOY_CHAPTER / "toy.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_rerun_into_the_same_workspace_gives_the_same_result(toy, tmp_path):
+    release, sources = toy["release"], toy["sources"]
+    subs = tmp_path / "submissions"
+    write(fill(release, sources), subs / "alice" / TOY_CHAPTER / "toy.ipynb")
+    write(release, subs / "bob" / TOY_CHAPTER / "toy.ipynb")
+    (subs / "carol" / TOY_CHAPTER).mkdir(parents=True)
+    (subs / "carol" / TOY_CHAPTER / "toy.ipynb").write_text("not json")
+    workspace = tmp_path / "workspace"
+    args = (subs, "--workspace", workspace, "--solutions", TOY_SOLUTIONS)
+    first = run_module("autograder.grade", *args)
+    grades, problems = (workspace / "grades.csv").read_text(), (workspace / "problems.csv").read_text()
+    second = run_module("autograder.grade", *args)
+    assert first.returncode == second.returncode == 1, second.stdout + second.stderr
+    assert (workspace / "grades.csv").read_text() == grades
+    assert (workspace / "problems.csv").read_text() == problems
+    rows = by_student(read_csv(workspace / "grades.csv"))
+    assert float(rows["alice"]["score"]) == sum(toy["points"].values()) and float(rows["bob"]["score"]) == 0
+    # bob fixes his notebook: the next run grades the new version, from the originals.
+    write(fill(release, sources), subs / "bob" / TOY_CHAPTER / "toy.ipynb")
+    third = run_module("autograder.grade", *args)
+    assert float(by_student(read_csv(workspace / "grades.csv"))["bob"]["score"]) == sum(toy["points"].values())
+    assert third.returncode == 1  # carol's notebook is still broken
+
+
+@pytest.mark.slow
+def test_broken_solution_notebook_is_reported_for_each_submission(toy, tmp_path):
+    solutions = tmp_path / "solutions"
+    nb = read(TOY_NOTEBOOK)
+    (cell,) = [c for c in nb.cells if meta(c).get("grade_id") == "test_mean"]
+    cell.metadata["nbgrader"]["grade_id"] = "test_double"  # two cells with one grade_id: nbgrader refuses it
+    write(nb, solutions / TOY_CHAPTER / "toy.ipynb")
+    write(toy["release"], tmp_path / "subs" / "alice" / TOY_CHAPTER / "toy.ipynb")
+    proc = run_module("autograder.grade", tmp_path / "subs", "--workspace", tmp_path / "ws", "--solutions", solutions)
+    assert proc.returncode == 1 and "could not prepare toy" in proc.stdout
+    assert by_student(read_csv(tmp_path / "ws" / "grades.csv"))["alice"]["status"] == "chapter could not be prepared"
+    assert (tmp_path / "ws" / "logs" / TOY_CHAPTER / "generate.log").is_file()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Slow: the real chapter 1, three submissions built from its notebooks
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def wrong_implementations(chapter: str) -> dict[str, str]:
+    """solution grade_id -> source of the first catalogued wrong implementation (empty if no catalogue)."""
+    try:
+        module = importlib.import_module(f"autograder.catalogue.{chapter}")
+    except ImportError:
+        return {}
+    records = getattr(module, "WRONG", None)
+    if records is None:
+        records = next((v for v in vars(module).values()
+                        if isinstance(v, (list, tuple)) and v and hasattr(v[0], "grade_id")), [])
+    first: dict[str, str] = {}
+    for record in records:
+        get = record.get if isinstance(record, dict) else lambda k, r=record: getattr(r, k)
+        first.setdefault(get("grade_id"), get("source"))
+    return first
+
+
+def exercises_of(solution_nb) -> list[tuple[str, list[str]]]:
+    """(solution grade_id, [its test cells' grade_ids]) in notebook order: the tests up to the next solution cell."""
+    exercises: list[tuple[str, list[str]]] = []
+    for cell in solution_nb.cells:
+        if meta(cell).get("solution"):
+            exercises.append((meta(cell)["grade_id"], []))
+        elif meta(cell).get("grade") and exercises:
+            exercises[-1][1].append(meta(cell)["grade_id"])
+    return exercises
+
+
+@pytest.fixture(scope="module")
+def chapter1_run(tmp_path_factory):
+    if not CHAPTER1_SOLUTION.is_file():
+        pytest.skip(f"{CHAPTER1_SOLUTION.relative_to(REPO_ROOT)} does not exist yet: nothing to grade")
+    solution = read(CHAPTER1_SOLUTION)
+    base = tmp_path_factory.mktemp("chapter1")
+    if CHAPTER1_RELEASE.is_file():
+        release = read(CHAPTER1_RELEASE)
+    else:  # exercises/ not generated yet: make the student version the same way
+        release = read(make_release(REPO_ROOT / "solutions", CHAPTER1, base / "course"))
+    points = points_of_tests(solution)
+    exercises = exercises_of(solution)
+    wrong = wrong_implementations(CHAPTER1)
+    # Replace the last exercises (up to two) that have a catalogued mistake: nothing graded after them depends on
+    # them, so every other exercise keeps exactly its points.
+    broken: list[str] = []
+    for grade_id, _ in reversed(exercises):
+        if grade_id not in wrong or len(broken) == 2:
+            break
+        broken.append(grade_id)
+    sources = solution_sources(solution)
+    subs = base / "submissions"
+    write(fill(release, sources), subs / "correct" / CHAPTER1 / "tokens.ipynb")
+    write(release, subs / "stub" / CHAPTER1 / "tokens.ipynb")
+    if broken:
+        write(fill(release, {**sources, **{g: wrong[g] for g in broken}}), subs / "partial" / CHAPTER1 / "tokens.ipynb")
+    lost = sum(points[t] for grade_id, tests in exercises if grade_id in broken for t in tests)
+    before = tree_hashes(subs)
+    import time
+
+    start = time.perf_counter()
+    proc = run_module("autograder.grade", subs, "--workspace", base / "workspace", "--chapter", CHAPTER1)
+    seconds = time.perf_counter() - start
+    print(f"\ngraded {len(list(subs.iterdir()))} submissions of {CHAPTER1} in {seconds:.1f} s")
+    return {"proc": proc, "grades": by_student(read_csv(base / "workspace" / "grades.csv")), "points": points,
+            "broken": broken, "lost": lost, "subs": subs, "before": before, "workspace": base / "workspace",
+            "solution": solution}
+
+
+@pytest.mark.slow
+def test_chapter1_reference_answer_gets_full_marks(chapter1_run):
+    proc = chapter1_run["proc"]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = chapter1_run["grades"]["correct"]
+    total = sum(chapter1_run["points"].values())
+    assert float(row["score"]) == float(row["max_score"]) == total, row
+
+
+@pytest.mark.slow
+def test_chapter1_stub_scores_zero(chapter1_run):
+    row = chapter1_run["grades"]["stub"]
+    assert row["status"] == "graded" and float(row["score"]) == 0, row
+
+
+@pytest.mark.slow
+def test_chapter1_partial_scores_exactly_the_untouched_exercises(chapter1_run):
+    if not chapter1_run["broken"]:
+        pytest.skip(f"autograder/catalogue/{CHAPTER1}.py has no wrong implementation for the last exercise yet")
+    row = chapter1_run["grades"]["partial"]
+    expected = sum(chapter1_run["points"].values()) - chapter1_run["lost"]
+    assert float(row["score"]) == expected, (chapter1_run["broken"], row)
+
+
+@pytest.mark.slow
+def test_chapter1_feedback_reveals_no_hidden_test(chapter1_run):
+    assert len(hidden_lines(chapter1_run["solution"])) > 10
+    pages = sorted((chapter1_run["workspace"] / "feedback").rglob("*.html"))
+    assert len(pages) == len(chapter1_run["grades"])
+    for page in pages:
+        student = page.parent.parent.name
+        submitted = read(chapter1_run["subs"] / student / CHAPTER1 / "tokens.ipynb")
+        secrets = hidden_lines(chapter1_run["solution"], submitted)  # the learner's own code is no secret
+        raw = page.read_text(encoding="utf-8")
+        text = html_text(raw)
+        leaked = [s for s in secrets if s in text or s in raw]
+        assert not leaked, f"{page} shows hidden test lines: {leaked[:3]}"
+
+
+@pytest.mark.slow
+def test_chapter1_originals_untouched(chapter1_run):
+    assert tree_hashes(chapter1_run["subs"]) == chapter1_run["before"]
