@@ -19,53 +19,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import logging
 import os
 import re
 import shutil
 import sys
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder.course import (
-    GRADING_CELL_TIMEOUT, REPO_ROOT, SOLUTIONS_DIR, TIMEOUT_ENAME, grading_config, is_test_cell, read_notebook,
-    venv_scripts_on_path,
-)
+from autograder.course import (GRADING_CELL_TIMEOUT, REPO_ROOT, SOLUTIONS_DIR, TIMEOUT_ENAME, grading_config,
+                               is_test_cell, venv_scripts_on_path)
+from autograder.report import fmt, summary, write_grades, write_problems
+from autograder.submissions import (IGNORED_NAMES, Problem, Submission, UsageError, find_solution_notebooks,
+                                    scan_submissions)
 
 MARKER = ".gptcourse-grading-workspace"
-IGNORED_NAMES = {"__MACOSX", "__pycache__", ".ipynb_checkpoints"}
-
-
-class UsageError(Exception):
-    """The command cannot run as asked; the message says what is wrong and what to do."""
-
-
-@dataclass
-class Problem:
-    student: str
-    chapter: str
-    file: str
-    problem: str
-    what_to_do: str
-    blocking: bool = True  # False: a remark on a submission that was graded anyway
-
-    def row(self) -> dict:
-        return {"student": self.student, "chapter": self.chapter, "file": self.file, "problem": self.problem,
-                "what_to_do": self.what_to_do, "graded": "no" if self.blocking else "yes"}
-
-
-@dataclass
-class Submission:
-    student: str
-    chapter: str
-    notebooks: list[Path] = field(default_factory=list)  # valid notebooks with an expected name, to grade
-    status: str = "pending"
-    score: float | None = None
-    max_score: float | None = None
-    cells: dict[str, float] = field(default_factory=dict)  # test cell -> points earned
-    remarks: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -102,122 +70,6 @@ def check_workspace(workspace: Path, submissions: Path, solutions: Path) -> None
                 f"The workspace {workspace} already exists, is not empty, and was not made by this command.\n"
                 "Grading deletes and re-creates folders inside the workspace, so it only uses a new or empty folder\n"
                 "(or one it made before). Choose another path.")
-
-
-def find_solution_notebooks(solutions: Path, chapter: str) -> list[str]:
-    return sorted(p.stem for p in (solutions / chapter).glob("*.ipynb"))
-
-
-def scan_submissions(submissions: Path, solutions: Path, wanted: list[str] | None,
-                     known: list[str]) -> tuple[list[Submission], list[Problem], list[str]]:
-    """What to grade, what is wrong, and the chapters concerned."""
-    problems: list[Problem] = []
-    if not submissions.exists():
-        raise UsageError(f"The submissions folder {submissions} does not exist.\n"
-                         "Expected layout: SUBMISSIONS/<student>/<chapter>/<notebook>.ipynb")
-    if not submissions.is_dir():
-        raise UsageError(f"{submissions} is a file, not a folder. Pass the folder that holds one folder per student: "
-                         "SUBMISSIONS/<student>/<chapter>/<notebook>.ipynb")
-    entries = sorted(p for p in submissions.iterdir() if not p.name.startswith(".") and p.name not in IGNORED_NAMES)
-    direct_chapters = [p.name for p in entries if p.is_dir() and p.name in known]
-    if direct_chapters:
-        raise UsageError(
-            f"{submissions} holds chapter folders ({', '.join(direct_chapters)}) directly: it looks like ONE\n"
-            "student's folder. Pass the folder that holds one folder per student: "
-            "SUBMISSIONS/<student>/<chapter>/<notebook>.ipynb")
-    students = [p for p in entries if p.is_dir()]
-    for p in entries:
-        if not p.is_dir():
-            problems.append(Problem("", "", str(p.relative_to(submissions)), "a file directly in SUBMISSIONS, ignored",
-                                    "if it is a learner's work, put it in SUBMISSIONS/<student>/<chapter>/ and re-run",
-                                    blocking=False))
-    if not students:
-        raise UsageError(f"{submissions} has no student folders. "
-                         "Expected layout: SUBMISSIONS/<student>/<chapter>/<notebook>.ipynb")
-
-    present = {s.name: sorted(c.name for c in s.iterdir() if c.is_dir() and not c.name.startswith(".")
-                              and c.name not in IGNORED_NAMES) for s in students}
-    if wanted:
-        chapters = list(wanted)
-    else:
-        chapters = sorted({c for names in present.values() for c in names if c in known})
-        if not chapters:
-            raise UsageError(
-                f"No student folder in {submissions} has a chapter folder. Known chapters: {', '.join(known)}.\n"
-                "Expected layout: SUBMISSIONS/<student>/<chapter>/<notebook>.ipynb")
-
-    notebook_owner = {nb: ch for ch in known for nb in find_solution_notebooks(solutions, ch)}
-    result: list[Submission] = []
-    for student_dir in students:
-        student = student_dir.name
-        for name in present[student]:
-            if name not in known:
-                problems.append(Problem(student, name, f"{student}/{name}/", f"unknown chapter folder '{name}'",
-                                        f"chapter folders are named after the chapters: {', '.join(known)}; "
-                                        "rename the folder and re-run"))
-        for stray in sorted(student_dir.glob("*.ipynb")):
-            owner = notebook_owner.get(stray.stem)
-            where = f"{student}/{owner}/{stray.name}" if owner else f"{student}/<chapter>/{stray.name}"
-            problems.append(Problem(student, owner or "", f"{student}/{stray.name}",
-                                    "notebook directly in the student folder, not in a chapter folder",
-                                    f"move it to {where} and re-run"))
-        for chapter in chapters:
-            sub = Submission(student, chapter)
-            result.append(sub)
-            folder = student_dir / chapter
-            expected = find_solution_notebooks(solutions, chapter)
-            expected_names = ", ".join(f"{e}.ipynb" for e in expected)
-            if not folder.is_dir():
-                sub.status = "missing"
-                problems.append(Problem(student, chapter, f"{student}/{chapter}/", "no folder for this chapter",
-                                        f"if the learner submitted, put their notebook in {student}/{chapter}/ "
-                                        f"(named {expected_names}) and re-run"))
-                continue
-            found = sorted(p for p in folder.glob("*.ipynb"))
-            unexpected = [p for p in found if p.stem not in expected]
-            malformed = []
-            for name in expected:
-                path = folder / f"{name}.ipynb"
-                if not path.is_file():
-                    continue
-                try:
-                    read_notebook(path)
-                except ValueError as exc:
-                    malformed.append(path.name)
-                    problems.append(Problem(student, chapter, f"{student}/{chapter}/{path.name}",
-                                            f"malformed notebook: {exc}",
-                                            "ask the learner for a fresh copy (File > Download in Jupyter); "
-                                            "this submission was skipped"))
-                else:
-                    sub.notebooks.append(path)
-            missing = [e for e in expected if not (folder / f"{e}.ipynb").is_file()]
-            for path in unexpected:
-                if missing:
-                    problems.append(Problem(
-                        student, chapter, f"{student}/{chapter}/{path.name}",
-                        f"wrong notebook name '{path.name}' (expected: {expected_names})",
-                        f"if it is the learner's work, rename it to {missing[0]}.ipynb and re-run"))
-                else:
-                    problems.append(Problem(student, chapter, f"{student}/{chapter}/{path.name}",
-                                            f"extra notebook '{path.name}' ignored (expected: {expected_names})",
-                                            "nothing, unless it is the learner's real answer", blocking=False))
-            if sub.notebooks:
-                for name in missing:
-                    sub.remarks.append(f"{name}.ipynb missing (0 points)")
-                    problems.append(Problem(student, chapter, f"{student}/{chapter}/{name}.ipynb",
-                                            "notebook missing, its tests score 0",
-                                            f"if the learner submitted it, add it as {student}/{chapter}/{name}.ipynb "
-                                            "and re-run", blocking=False))
-            elif malformed:
-                sub.status = "malformed"
-            elif unexpected:
-                sub.status = "wrong name"
-            else:
-                sub.status = "missing"
-                problems.append(Problem(student, chapter, f"{student}/{chapter}/",
-                                        f"no notebook in the chapter folder (expected: {expected_names})",
-                                        "add the learner's notebook and re-run"))
-    return result, problems, chapters
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -316,12 +168,6 @@ def timed_out_cells(autograded: Path) -> list[str]:
     return found
 
 
-def fmt(points: float | None) -> str:
-    if points is None:
-        return "-"
-    return f"{points:g}"
-
-
 def forget(workspace: Path, sub: Submission, db_url: str) -> None:
     """Remove what an earlier run left for a submission that this run does not grade (no stale results)."""
     from nbgrader.api import Gradebook, MissingEntry
@@ -357,11 +203,6 @@ def read_scores(sub: Submission, notebooks: list[str], db_url: str) -> None:
 def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, wanted: list[str] | None = None,
           timeout: int = GRADING_CELL_TIMEOUT, out=None) -> int:
     """Grade every submission under ``submissions`` into ``workspace``; returns the exit status (see the module)."""
-    with venv_scripts_on_path():
-        return _grade(submissions, workspace, solutions, wanted, timeout, out)
-
-
-def _grade(submissions: Path, workspace: Path, solutions: Path, wanted: list[str] | None, timeout: int, out) -> int:
     out = out or sys.stdout
 
     def say(text: str = "") -> None:
@@ -381,177 +222,121 @@ def _grade(submissions: Path, workspace: Path, solutions: Path, wanted: list[str
     check_workspace(workspace, submissions, solutions)
     subs, problems, chapters = scan_submissions(submissions, solutions, wanted, known)
 
-    quiet_nbgrader_logging()
-    from nbgrader.apps import NbGraderAPI
-
-    workspace.mkdir(parents=True, exist_ok=True)
-    (workspace / MARKER).write_text("Made by `python -m autograder.grade`; safe to delete with everything here.\n")
-    logs = workspace / "logs"
-    logs.mkdir(exist_ok=True)
-    stderr_log = logs / "stderr.log"
-    config = grading_config(workspace, timeout=timeout)
-    api = NbGraderAPI(config=config)
-
     say(f"Grading {len(subs)} submission(s) of {', '.join(chapters)} from {submissions}")
     say(f"Workspace: {workspace}")
+    with venv_scripts_on_path():
+        grader = Grader(workspace, timeout, problems)
+        unusable = {chapter: reason for chapter in chapters
+                    if (reason := grader.prepare(chapter, solutions / chapter, say))}
+        bar = None
+        if len(subs) >= 8 and out.isatty():
+            from tqdm import tqdm
 
-    # 1. The assignments: solutions copied in, generated, known to the gradebook (hidden tests included).
-    unusable: dict[str, str] = {}
-    cell_order: dict[str, list[tuple[str, str, float]]] = {}
-    for chapter in chapters:
-        target = workspace / "solutions" / chapter
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(solutions / chapter, target, ignore=shutil.ignore_patterns(*IGNORED_NAMES))
-        (logs / chapter).mkdir(parents=True, exist_ok=True)
-        (logs / chapter / "generate.log").unlink(missing_ok=True)
-        with stderr_into(stderr_log):
-            result = api.generate_assignment(chapter, force=True, create=True)
-        write_log(logs / chapter / "generate.log", f"generate_assignment {chapter}", result)
-        if not result["success"]:
-            unusable[chapter] = last_error_line(result)
-            say(f"  ✗ could not prepare {chapter}: {unusable[chapter]} (log: {logs / chapter / 'generate.log'})")
-        else:
-            cell_order[chapter] = test_cell_order(workspace / "solutions", chapter)
-
-    # 2. Each submission: copied (never moved), autograded, feedback generated, score read back.
-    todo = [s for s in subs if s.status == "pending"]
-    use_bar = len(todo) >= 8 and out.isatty()
-    bar = None
-    if use_bar:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit="submission", file=out, leave=False)
-
-    def line(text: str) -> None:
-        if bar is not None:
-            bar.write(text, file=out)
-        else:
-            say(text)
-
-    db_url = config.CourseDirectory.db_url
-    for sub in subs:
-        if sub.status != "pending":
-            forget(workspace, sub, db_url)
-            line(f"  ✗ {sub.student:<16} {sub.chapter:<16} not graded: {sub.status} (see problems.csv)")
-            continue
-        if sub.chapter in unusable:
-            sub.status = "chapter could not be prepared"
-            problems.append(Problem(sub.student, sub.chapter, "", f"the chapter could not be prepared: "
-                                    f"{unusable[sub.chapter]}",
-                                    f"fix the solution notebook (see {logs / sub.chapter / 'generate.log'})"))
-            forget(workspace, sub, db_url)
-            line(f"  ✗ {sub.student:<16} {sub.chapter:<16} not graded: the chapter could not be prepared")
+            bar = tqdm(total=len(subs), unit="submission", file=out, leave=False)
+        for sub in subs:
+            if sub.chapter in unusable and sub.status == "pending":
+                sub.status = "chapter could not be prepared"
+                problems.append(Problem(sub.student, sub.chapter, "",
+                                        f"the chapter could not be prepared: {unusable[sub.chapter]}",
+                                        f"fix the solution notebook (see {grader.logs / sub.chapter / 'generate.log'})"))
+            text = grader.grade(sub) if sub.status == "pending" else grader.skip(sub)
             if bar is not None:
+                bar.write(text, file=out)
                 bar.update()
-            continue
-        forget(workspace, sub, db_url)
-        dest = workspace / "submitted" / sub.student / sub.chapter
-        dest.mkdir(parents=True)
-        for path in sub.notebooks:
-            shutil.copyfile(path, dest / path.name)  # a copy: the original is never touched
-        log_path = logs / sub.chapter / f"{sub.student}.log"
-        log_path.unlink(missing_ok=True)
-        with stderr_into(stderr_log):
-            result = api.autograde(sub.chapter, sub.student, force=True, create=True)
-        write_log(log_path, f"autograde {sub.student} {sub.chapter}", result)
-        if not result["success"]:
-            sub.status = "autograde failed"
-            reason = last_error_line(result)
-            problems.append(Problem(
-                sub.student, sub.chapter, f"{sub.student}/{sub.chapter}/",
-                f"autograde failed: {reason}",
-                f"read {log_path} and {stderr_log}; run the learner's notebook to find the cell that crashes, "
-                "then re-run (the other submissions were graded)"))
-            forget(workspace, sub, db_url)
-            line(f"  ✗ {sub.student:<16} {sub.chapter:<16} autograde failed: {reason}")
-            if bar is not None:
-                bar.update()
-            continue
-        for where in timed_out_cells(workspace / "autograded" / sub.student / sub.chapter):
-            sub.remarks.append(f"timeout in {where}")
-            problems.append(Problem(sub.student, sub.chapter, f"{sub.student}/{sub.chapter}/",
-                                    f"{where} ran for more than {timeout} s and was interrupted "
-                                    "(its tests scored 0)",
-                                    "look at the learner's code for an endless loop, or re-run with a longer "
-                                    "--timeout if the work is legitimately slow", blocking=False))
-        with stderr_into(stderr_log):
-            result = api.generate_feedback(sub.chapter, sub.student, force=True)
-        write_log(log_path, f"generate_feedback {sub.student} {sub.chapter}", result)
-        if not result["success"]:
-            reason = last_error_line(result)
-            sub.remarks.append("no feedback")
-            problems.append(Problem(sub.student, sub.chapter, f"{sub.student}/{sub.chapter}/",
-                                    f"graded, but the feedback could not be made: {reason}",
-                                    f"read {log_path}", blocking=False))
-        read_scores(sub, find_solution_notebooks(workspace / "solutions", sub.chapter), db_url)
-        sub.status = "graded"
-        mark = "✓" if sub.score == sub.max_score else "•"
-        extra = f"  ({'; '.join(sub.remarks)})" if sub.remarks else ""
-        line(f"  {mark} {sub.student:<16} {sub.chapter:<16} {fmt(sub.score):>6} / {fmt(sub.max_score)}{extra}")
+            else:
+                say(text)
         if bar is not None:
-            bar.update()
-    if bar is not None:
-        bar.close()
+            bar.close()
 
-    write_grades(workspace / "grades.csv", subs, chapters, cell_order)
+    write_grades(workspace / "grades.csv", subs, chapters, grader.cell_order)
     write_problems(workspace / "problems.csv", problems)
     return summary(say, subs, problems, workspace)
 
 
-def cell_column(chapter: str, notebook: str, grade_id: str, cell_order) -> str:
-    notebooks = {n for n, _, _ in cell_order.get(chapter, [])}
-    return f"{chapter}/{grade_id}" if len(notebooks) <= 1 else f"{chapter}/{notebook}/{grade_id}"
+class Grader:
+    """Runs nbgrader in one workspace: prepares each chapter, then grades submissions one at a time."""
 
+    def __init__(self, workspace: Path, timeout: int, problems: list[Problem]):
+        from nbgrader.apps import NbGraderAPI
 
-def write_grades(path: Path, subs: list[Submission], chapters: list[str], cell_order) -> None:
-    columns = []
-    for chapter in chapters:
-        for notebook, grade_id, _ in cell_order.get(chapter, []):
-            columns.append((chapter, notebook, grade_id, cell_column(chapter, notebook, grade_id, cell_order)))
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["student", "chapter", "score", "max_score", "status", "remarks"] + [c[3] for c in columns])
-        for sub in subs:
-            row = [sub.student, sub.chapter, fmt(sub.score) if sub.score is not None else "",
-                   fmt(sub.max_score) if sub.max_score is not None else
-                   fmt(sum(p for _, _, p in cell_order.get(sub.chapter, []))) if sub.chapter in cell_order else "",
-                   sub.status, "; ".join(sub.remarks)]
-            for chapter, notebook, grade_id, _ in columns:
-                value = sub.cells.get(f"{notebook}/{grade_id}") if chapter == sub.chapter else None
-                row.append(fmt(value) if value is not None else "")
-            writer.writerow(row)
+        quiet_nbgrader_logging()
+        workspace.mkdir(parents=True, exist_ok=True)
+        (workspace / MARKER).write_text("Made by `python -m autograder.grade`; safe to delete with everything here.\n")
+        self.workspace, self.timeout, self.problems = workspace, timeout, problems
+        self.logs = workspace / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.stderr_log = self.logs / "stderr.log"
+        config = grading_config(workspace, timeout=timeout)
+        self.db_url = config.CourseDirectory.db_url
+        self.api = NbGraderAPI(config=config)
+        self.cell_order: dict[str, list[tuple[str, str, float]]] = {}
 
+    def prepare(self, chapter: str, source: Path, say) -> str | None:
+        """Copy the chapter's solutions in and generate it, so the gradebook knows its tests (hidden ones too).
 
-def write_problems(path: Path, problems: list[Problem]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["student", "chapter", "file", "problem", "what_to_do", "graded"])
-        writer.writeheader()
-        for problem in problems:
-            writer.writerow(problem.row())
+        Returns None when ready, else why the chapter cannot be graded."""
+        target = self.workspace / "solutions" / chapter
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns(*IGNORED_NAMES))
+        log = self.logs / chapter / "generate.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.unlink(missing_ok=True)
+        with stderr_into(self.stderr_log):
+            result = self.api.generate_assignment(chapter, force=True, create=True)
+        write_log(log, f"generate_assignment {chapter}", result)
+        if not result["success"]:
+            reason = last_error_line(result)
+            say(f"  ✗ could not prepare {chapter}: {reason} (log: {log})")
+            return reason
+        self.cell_order[chapter] = test_cell_order(self.workspace / "solutions", chapter)
+        return None
 
+    def skip(self, sub: Submission) -> str:
+        """A submission that cannot be graded: clear what an earlier run left for it, and say why."""
+        forget(self.workspace, sub, self.db_url)
+        return f"  ✗ {sub.student:<16} {sub.chapter:<16} not graded: {sub.status} (see problems.csv)"
 
-def summary(say, subs: list[Submission], problems: list[Problem], workspace: Path) -> int:
-    say("")
-    say("Summary")
-    width = max([len("student")] + [len(s.student) for s in subs])
-    cwidth = max([len("chapter")] + [len(s.chapter) for s in subs])
-    say(f"  {'student':<{width}}  {'chapter':<{cwidth}}  {'score':>9}  status")
-    for sub in subs:
-        score = f"{fmt(sub.score)}/{fmt(sub.max_score)}" if sub.status == "graded" else "-"
-        remarks = f" ({'; '.join(sub.remarks)})" if sub.remarks else ""
-        say(f"  {sub.student:<{width}}  {sub.chapter:<{cwidth}}  {score:>9}  {sub.status}{remarks}")
-    graded = sum(s.status == "graded" for s in subs)
-    blocking = [p for p in problems if p.blocking]
-    say("")
-    say(f"{len(subs)} submission(s): {graded} graded, {len(subs) - graded} not graded.")
-    if problems:
-        say(f"{len(problems)} problem(s) and remark(s), with what to do, in {workspace / 'problems.csv'}:")
-        for p in problems:
-            who = "/".join(x for x in (p.student, p.chapter) if x) or p.file
-            say(f"  {'✗' if p.blocking else '!'} {who}: {p.problem}")
-    say(f"Grades: {workspace / 'grades.csv'}")
-    say(f"Feedback for each learner: {workspace / 'feedback'}/<student>/<chapter>/<notebook>.html")
-    return 1 if blocking or graded < len(subs) else 0
+    def grade(self, sub: Submission) -> str:
+        """Copy (never move) the submission in, autograde it, make its feedback, read its score back."""
+        forget(self.workspace, sub, self.db_url)
+        dest = self.workspace / "submitted" / sub.student / sub.chapter
+        dest.mkdir(parents=True)
+        for path in sub.notebooks:
+            shutil.copyfile(path, dest / path.name)
+        log = self.logs / sub.chapter / f"{sub.student}.log"
+        log.unlink(missing_ok=True)
+        with stderr_into(self.stderr_log):
+            result = self.api.autograde(sub.chapter, sub.student, force=True, create=True)
+        write_log(log, f"autograde {sub.student} {sub.chapter}", result)
+        if not result["success"]:
+            sub.status = "autograde failed"
+            reason = last_error_line(result)
+            self.problems.append(Problem(
+                sub.student, sub.chapter, f"{sub.student}/{sub.chapter}/", f"autograde failed: {reason}",
+                f"read {log} and {self.stderr_log}; run the learner's notebook to find the cell that crashes, "
+                "then re-run (the other submissions were graded)"))
+            forget(self.workspace, sub, self.db_url)
+            return f"  ✗ {sub.student:<16} {sub.chapter:<16} autograde failed: {reason}"
+        for where in timed_out_cells(self.workspace / "autograded" / sub.student / sub.chapter):
+            sub.remarks.append(f"timeout in {where}")
+            self.problems.append(Problem(
+                sub.student, sub.chapter, f"{sub.student}/{sub.chapter}/",
+                f"{where} ran for more than {self.timeout} s and was interrupted (its tests scored 0)",
+                "look at the learner's code for an endless loop, or re-run with a longer --timeout if the work is "
+                "legitimately slow", blocking=False))
+        with stderr_into(self.stderr_log):
+            result = self.api.generate_feedback(sub.chapter, sub.student, force=True)
+        write_log(log, f"generate_feedback {sub.student} {sub.chapter}", result)
+        if not result["success"]:
+            sub.remarks.append("no feedback")
+            self.problems.append(Problem(sub.student, sub.chapter, f"{sub.student}/{sub.chapter}/",
+                                         f"graded, but the feedback could not be made: {last_error_line(result)}",
+                                         f"read {log}", blocking=False))
+        read_scores(sub, find_solution_notebooks(self.workspace / "solutions", sub.chapter), self.db_url)
+        sub.status = "graded"
+        mark = "✓" if sub.score == sub.max_score else "•"
+        extra = f"  ({'; '.join(sub.remarks)})" if sub.remarks else ""
+        return f"  {mark} {sub.student:<16} {sub.chapter:<16} {fmt(sub.score):>6} / {fmt(sub.max_score)}{extra}"
 
 
 def main(argv: list[str] | None = None) -> int:
