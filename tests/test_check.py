@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-
-from grading_support import (  # noqa: E402
+from grading_support import (
     REPO_ROOT, TOY_CHAPTER, TOY_SOLUTIONS, fill, make_release, read, run_module, set_source, solution_sources, write,
 )
-from autograder import check  # noqa: E402
+from autograder import check
 
 
 def sha(path: Path) -> str:

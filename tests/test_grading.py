@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import csv
 import importlib
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-
-from grading_support import (  # noqa: E402
+from grading_support import (
     REPO_ROOT, TOY_CHAPTER, TOY_NOTEBOOK, TOY_SOLUTIONS, drop, fill, hidden_lines, html_text, make_release, meta,
     points_of_tests, read, run_module, set_source, solution_sources, tree_hashes, write,
 )
-from autograder import grade as grade_module  # noqa: E402
-from autograder.course import (  # noqa: E402
+from autograder import grade as grade_module
+from autograder.course import (
     HIDDEN_TESTS_PLACEHOLDER, STDERR_MARK, HideHiddenTests, grading_config, split_hidden_tests, stderr_to_stdout,
 )
 
