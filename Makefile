@@ -9,11 +9,12 @@ STAMP  := $(VENV)/.installed
 # pip's warnings about this machine's extra local indexes are noise for a learner; hide just those lines.
 PIPFILTER := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: help install book test test-fast check exercises tokenizer grade bench clean
+.PHONY: help install book test test-fast lab check exercises tokenizer grade bench clean
 
 help:
 	@echo "make book       build the site into _build/html (executes every chapter; cached)"
 	@echo "make test       run the whole test suite"
+	@echo "make lab        open JupyterLab to work on the exercises"
 	@echo "make check NB=exercises/ch01_tokens/tokens.ipynb   self-check an exercise notebook"
 	@echo "make exercises  regenerate the student notebooks in exercises/ from solutions/"
 	@echo "make tokenizer  retrain the course tokenizer (gptcourse/data/course_bpe.json)"
@@ -41,6 +42,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab exercises/
 
 check: $(STAMP)
 	@test -n "$(NB)" || { echo "Say which notebook: make check NB=exercises/ch01_tokens/tokens.ipynb"; exit 2; }
