@@ -63,6 +63,7 @@ grade: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bpe_training
 	$(BIN)/python -m benchmarks.encoding
+	$(BIN)/python -m benchmarks.attention
 	$(BIN)/python -m benchmarks.book_build
 
 clean:

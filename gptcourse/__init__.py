@@ -6,7 +6,13 @@ One module per concept, following the path of the data through a language model:
 - ``word_tokenizer``  a word-level tokenizer with a vocabulary and special tokens (Chapter 1)
 - ``bpe``             byte-level byte-pair encoding: training, encoding, decoding (Chapter 1)
 - ``tiktoken_bridge`` the trained BPE as a real ``tiktoken.Encoding``; OpenAI's encodings when cached (Chapter 1)
+- ``course_tokenizer`` the course's own 2,048-token BPE tokenizer, trained by a command and used by later chapters
+- ``data``            next-token training pairs: sliding windows over token ids, Dataset and DataLoader (Chapter 2)
+- ``embeddings``      token embeddings, learned and sinusoidal position encodings (Chapter 2)
+- ``attention``       scaled dot-product attention, causal and padding masks, multi-head attention (Chapter 3)
 - ``device``          where tensors live: CUDA, then Apple MPS, then CPU
+- ``seed``            seeding Python, NumPy and PyTorch in one place
+- ``tolerances``      how close two results must be, per dtype and device, for tests and exercises
 """
 
 __version__ = "0.1.0"

@@ -162,14 +162,16 @@ def top_level_definitions(source: str) -> set[str]:
     return names
 
 
-def imported_modules(source: str) -> set[str]:
-    """The top-level packages that ``source`` imports."""
+def imported_modules(source: str, top_level: bool = True) -> set[str]:
+    """The packages that ``source`` imports (top-level names, or full dotted names with ``top_level=False``)."""
     modules = set()
     for node in ast.walk(ast.parse(source)):
+        names = []
         if isinstance(node, ast.Import):
-            modules.update(alias.name.split(".")[0] for alias in node.names)
+            names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            modules.add(node.module.split(".")[0])
+            names = [node.module]
+        modules.update(name.split(".")[0] if top_level else name for name in names)
     return modules
 
 

@@ -1,0 +1,448 @@
+"""Wrong implementations for Chapter 3 (Attention): the mistakes learners make when they write attention by hand.
+
+Each source replaces a whole solution cell of ``solutions/ch03_attention/attention.ipynb`` and is written the way a
+learner would write it. The cells of the other exercises keep the reference solution, so a wrong exercise is judged by
+its own hidden tests. Exercises 4 to 6 may call the functions of Exercises 1 to 3; the mistakes below mostly write
+the attention out inline, the way a learner who does not reuse them would.
+"""
+
+from textwrap import dedent
+
+from . import CorrectAlternative, WrongImplementation
+
+WRONG: list[WrongImplementation] = []
+ALTERNATIVES: list[CorrectAlternative] = []
+
+
+def _wrong(grade_id: str, name: str, why: str, source: str) -> None:
+    WRONG.append(WrongImplementation(grade_id, name, why, dedent(source).strip() + "\n"))
+
+
+def _right(grade_id: str, name: str, how: str, source: str) -> None:
+    ALTERNATIVES.append(CorrectAlternative(grade_id, name, how, dedent(source).strip() + "\n"))
+
+
+# --- Exercise 1: scaled_dot_product_attention -------------------------------------------------------------------
+EX1 = "ex1_attention"
+
+_wrong(EX1, "attention_no_scaling", "forgets to divide the scores by sqrt(d_head)", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)
+        weights = F.dropout(weights, p=dropout_p, training=training)
+        return weights @ v
+''')
+
+_wrong(EX1, "attention_softmax_over_queries", "softmax over dim=-2 (the queries) instead of the keys", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-2)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)
+        weights = F.dropout(weights, p=dropout_p, training=training)
+        return weights @ v
+''')
+
+_wrong(EX1, "attention_mask_after_softmax",
+       "multiplies the weights by the mask after the softmax: rows no longer sum to 1",
+       '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights * mask
+        weights = F.dropout(weights, p=dropout_p, training=training)
+        return weights @ v
+''')
+
+_wrong(EX1, "attention_mask_inverted", "fills where the mask is True (torch.nn.MultiheadAttention's convention)", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(mask, 0.0)
+        weights = F.dropout(weights, p=dropout_p, training=training)
+        return weights @ v
+''')
+
+_wrong(EX1, "attention_minus_inf_nan", "masked_fill with -inf: a query with no allowed key gets nan", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        weights = F.dropout(weights, p=dropout_p, training=training)
+        return weights @ v
+''')
+
+_wrong(EX1, "attention_fully_masked_uniform",
+       "fills with a large negative number but never zeroes a fully blocked row: it averages all values", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, -1e9)
+        weights = torch.softmax(scores, dim=-1)
+        weights = F.dropout(weights, p=dropout_p, training=training)
+        return weights @ v
+''')
+
+_wrong(EX1, "attention_dropout_in_eval", "calls F.dropout without training=..., so dropout stays on in evaluation", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)
+        weights = F.dropout(weights, p=dropout_p)
+        return weights @ v
+''')
+
+_wrong(EX1, "attention_dropout_not_rescaled", "drops weights by hand but forgets to scale the survivors by 1 / (1 - p)",
+       '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)
+        if training and dropout_p > 0:
+            weights = weights * (torch.rand_like(weights) >= dropout_p)
+        return weights @ v
+''')
+
+_right(EX1, "attention_einsum_nan_to_num", "einsum for the products; -inf, then nan_to_num for fully blocked rows", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = torch.einsum("...td,...sd->...ts", q, k) / q.shape[-1] ** 0.5
+        if mask is not None:
+            scores = torch.where(mask, scores, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+        if training:
+            weights = torch.nn.functional.dropout(weights, dropout_p)
+        return torch.einsum("...ts,...sd->...td", weights, v)
+''')
+
+# --- Exercise 2: causal_mask and padding_mask -------------------------------------------------------------------
+EX2 = "ex2_masks"
+_PADDING = '''
+
+    def padding_mask(lengths, T, device=None):
+        lengths = torch.as_tensor(lengths, device=device)
+        return (torch.arange(T, device=device) < lengths[:, None])[:, None, None, :]
+'''
+_CAUSAL = '''
+    def causal_mask(T, device=None):
+        return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+'''
+
+_wrong(EX2, "causal_mask_is_blocked_part",
+       "returns the blocked part, triu(1) (True = NOT allowed, torch's MHA way)", '''
+    def causal_mask(T, device=None):
+        return torch.ones(T, T, dtype=torch.bool, device=device).triu(diagonal=1)
+''' + _PADDING)
+
+_wrong(EX2, "causal_mask_strict", "tril(diagonal=-1): a position may not attend to itself", '''
+    def causal_mask(T, device=None):
+        return torch.ones(T, T, dtype=torch.bool, device=device).tril(diagonal=-1)
+''' + _PADDING)
+
+_wrong(EX2, "causal_mask_sees_next_token", "tril(diagonal=1): each position also sees the next token", '''
+    def causal_mask(T, device=None):
+        return torch.ones(T, T, dtype=torch.bool, device=device).tril(diagonal=1)
+''' + _PADDING)
+
+_wrong(EX2, "causal_mask_float", "a float 0/1 matrix instead of booleans (masked_fill and ~ need booleans)", '''
+    def causal_mask(T, device=None):
+        return torch.tril(torch.ones(T, T, device=device))
+''' + _PADDING)
+
+_wrong(EX2, "padding_mask_off_by_one",
+       "j <= lengths[b]: the first padding position counts as a real token", _CAUSAL + '''
+    def padding_mask(lengths, T, device=None):
+        lengths = torch.as_tensor(lengths, device=device)
+        return (torch.arange(T, device=device) <= lengths[:, None])[:, None, None, :]
+''')
+
+_wrong(EX2, "padding_mask_blocks_queries", "shape (B, 1, T, 1): blocks padded queries instead of padded keys",
+       _CAUSAL + '''
+    def padding_mask(lengths, T, device=None):
+        lengths = torch.as_tensor(lengths, device=device)
+        return (torch.arange(T, device=device) < lengths[:, None])[:, None, :, None]
+''')
+
+_wrong(EX2, "padding_mask_no_broadcast_axes", "returns (B, T): it does not broadcast over heads and queries",
+       _CAUSAL + '''
+    def padding_mask(lengths, T, device=None):
+        return torch.stack([torch.arange(T, device=device) < n for n in lengths])
+''')
+
+_right(EX2, "masks_by_comparison", "compares position indices instead of tril; builds the padding rows in a loop", '''
+    def causal_mask(T, device=None):
+        i = torch.arange(T, device=device)
+        return i[None, :] <= i[:, None]
+
+
+    def padding_mask(lengths, T, device=None):
+        rows = [[j < int(n) for j in range(T)] for n in lengths]
+        return torch.tensor(rows, dtype=torch.bool, device=device).view(len(rows), 1, 1, T)
+''')
+
+# --- Exercise 3: split_heads and merge_heads --------------------------------------------------------------------
+EX3 = "ex3_heads"
+
+_wrong(EX3, "split_heads_view_without_transpose", "views (B, T, d) as (B, H, T, d_head) directly, mixing positions", '''
+    def split_heads(x, n_heads):
+        B, T, d_model = x.shape
+        return x.view(B, n_heads, T, d_model // n_heads)
+
+
+    def merge_heads(x):
+        B, n_heads, T, d_head = x.shape
+        return x.transpose(1, 2).contiguous().view(B, T, n_heads * d_head)
+''')
+
+_wrong(EX3, "split_heads_interleaved", "views the last axis as (d_head, n_heads): head h gets every n_heads-th number",
+       '''
+    def split_heads(x, n_heads):
+        B, T, d_model = x.shape
+        return x.view(B, T, d_model // n_heads, n_heads).permute(0, 3, 1, 2)
+
+
+    def merge_heads(x):
+        B, n_heads, T, d_head = x.shape
+        return x.transpose(1, 2).contiguous().view(B, T, n_heads * d_head)
+''')
+
+_wrong(EX3, "merge_heads_without_transpose", "reshapes (B, H, T, d_head) to (B, T, d) without moving the heads back",
+       '''
+    def split_heads(x, n_heads):
+        B, T, d_model = x.shape
+        return x.view(B, T, n_heads, d_model // n_heads).transpose(1, 2)
+
+
+    def merge_heads(x):
+        B, n_heads, T, d_head = x.shape
+        return x.reshape(B, T, n_heads * d_head)
+''')
+
+_wrong(EX3, "merge_heads_wrong_order",
+       "permutes to (B, T, d_head, H) before joining: the numbers of the heads interleave",
+       '''
+    def split_heads(x, n_heads):
+        B, T, d_model = x.shape
+        return x.view(B, T, n_heads, d_model // n_heads).transpose(1, 2)
+
+
+    def merge_heads(x):
+        B, n_heads, T, d_head = x.shape
+        return x.permute(0, 2, 3, 1).reshape(B, T, n_heads * d_head)
+''')
+
+_wrong(EX3, "merge_heads_view_without_contiguous", "transpose then view: fails on the non-contiguous tensor", '''
+    def split_heads(x, n_heads):
+        B, T, d_model = x.shape
+        return x.view(B, T, n_heads, d_model // n_heads).transpose(1, 2)
+
+
+    def merge_heads(x):
+        B, n_heads, T, d_head = x.shape
+        return x.transpose(1, 2).view(B, T, n_heads * d_head)
+''')
+
+_right(EX3, "heads_reshape_permute", "reshape and permute instead of view and transpose", '''
+    def split_heads(x, n_heads):
+        B, T, d_model = x.shape
+        return x.reshape(B, T, n_heads, -1).permute(0, 2, 1, 3)
+
+
+    def merge_heads(x):
+        B, n_heads, T, d_head = x.shape
+        return x.permute(0, 2, 1, 3).reshape(B, T, -1)
+''')
+
+# --- Exercise 4: causal_self_attention --------------------------------------------------------------------------
+EX4 = "ex4_causal_self_attention"
+
+_wrong(EX4, "mha_scale_by_d_model", "divides the scores by sqrt(d_model) instead of sqrt(d_head)", '''
+    def causal_self_attention(x, w_qkv, b_qkv, w_out, b_out, n_heads):
+        B, T, d_model = x.shape
+        q, k, v = F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1)
+        q, k, v = (t.view(B, T, n_heads, -1).transpose(1, 2) for t in (q, k, v))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d_model)
+        allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        out = (weights @ v).transpose(1, 2).reshape(B, T, d_model)
+        return F.linear(out, w_out, b_out)
+''')
+
+_wrong(EX4, "mha_split_without_transpose", "cuts q, k, v into heads with a bare view(B, H, T, d_head)", '''
+    def causal_self_attention(x, w_qkv, b_qkv, w_out, b_out, n_heads):
+        B, T, d_model = x.shape
+        q, k, v = F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1)
+        q, k, v = (t.reshape(B, n_heads, T, d_model // n_heads) for t in (q, k, v))
+        out = scaled_dot_product_attention(q, k, v, causal_mask(T, device=x.device))
+        return F.linear(out.reshape(B, T, d_model), w_out, b_out)
+''')
+
+_wrong(EX4, "mha_merge_without_transpose",
+       "merges the heads with reshape(B, T, d_model) straight from (B, H, T, d_head)",
+       '''
+    def causal_self_attention(x, w_qkv, b_qkv, w_out, b_out, n_heads):
+        B, T, d_model = x.shape
+        q, k, v = F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1)
+        q, k, v = (split_heads(t, n_heads) for t in (q, k, v))
+        out = scaled_dot_product_attention(q, k, v, causal_mask(T, device=x.device))
+        return F.linear(out.reshape(B, T, d_model), w_out, b_out)
+''')
+
+_wrong(EX4, "mha_mask_sees_next_token",
+       "triu(diagonal=2) as the blocked part: each position also sees the next one", '''
+    def causal_self_attention(x, w_qkv, b_qkv, w_out, b_out, n_heads):
+        B, T, d_model = x.shape
+        q, k, v = F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1)
+        q, k, v = (split_heads(t, n_heads) for t in (q, k, v))
+        blocked = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(diagonal=2)
+        out = scaled_dot_product_attention(q, k, v, ~blocked)
+        return F.linear(merge_heads(out), w_out, b_out)
+''')
+
+_wrong(EX4, "mha_qkv_in_wrong_order", "unpacks the fused projection as k, q, v", '''
+    def causal_self_attention(x, w_qkv, b_qkv, w_out, b_out, n_heads):
+        k, q, v = F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1)
+        q, k, v = (split_heads(t, n_heads) for t in (q, k, v))
+        out = scaled_dot_product_attention(q, k, v, causal_mask(x.shape[1], device=x.device))
+        return F.linear(merge_heads(out), w_out, b_out)
+''')
+
+_right(EX4, "mha_one_head_at_a_time", "loops over the heads with slices and concatenates, no view/transpose", '''
+    def causal_self_attention(x, w_qkv, b_qkv, w_out, b_out, n_heads):
+        d_model = x.shape[-1]
+        d_head = d_model // n_heads
+        q, k, v = (x @ w.T + b for w, b in zip(w_qkv.split(d_model), b_qkv.split(d_model)))
+        allowed = causal_mask(x.shape[1], device=x.device)
+        heads = []
+        for h in range(n_heads):
+            part = slice(h * d_head, (h + 1) * d_head)
+            heads.append(scaled_dot_product_attention(q[..., part], k[..., part], v[..., part], allowed))
+        return torch.cat(heads, dim=-1) @ w_out.T + b_out
+''')
+
+# --- Exercise 5: grouped_query_attention ------------------------------------------------------------------------
+EX5 = "ex5_grouped_query_attention"
+
+_wrong(EX5, "gqa_repeat_instead_of_repeat_interleave",
+       "tiles the K/V heads with repeat: query head h gets K/V head h % n_kv_heads", '''
+    def grouped_query_attention(x, w_q, w_k, w_v, w_out, n_heads, n_kv_heads):
+        q = split_heads(F.linear(x, w_q), n_heads)
+        k = split_heads(F.linear(x, w_k), n_kv_heads)
+        v = split_heads(F.linear(x, w_v), n_kv_heads)
+        group = n_heads // n_kv_heads
+        k, v = k.repeat(1, group, 1, 1), v.repeat(1, group, 1, 1)
+        out = scaled_dot_product_attention(q, k, v, causal_mask(x.shape[1], device=x.device))
+        return F.linear(merge_heads(out), w_out)
+''')
+
+_wrong(EX5, "gqa_not_causal", "forgets the causal mask", '''
+    def grouped_query_attention(x, w_q, w_k, w_v, w_out, n_heads, n_kv_heads):
+        q = split_heads(F.linear(x, w_q), n_heads)
+        k = split_heads(F.linear(x, w_k), n_kv_heads)
+        v = split_heads(F.linear(x, w_v), n_kv_heads)
+        group = n_heads // n_kv_heads
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        return F.linear(merge_heads(scaled_dot_product_attention(q, k, v)), w_out)
+''')
+
+_wrong(EX5, "gqa_expand_wrong_axis",
+       "expands the K/V heads on a new axis after them, then flattens: tiled, not grouped",
+       '''
+    def grouped_query_attention(x, w_q, w_k, w_v, w_out, n_heads, n_kv_heads):
+        B, T, d_model = x.shape
+        q = split_heads(F.linear(x, w_q), n_heads)
+        k = split_heads(F.linear(x, w_k), n_kv_heads)
+        v = split_heads(F.linear(x, w_v), n_kv_heads)
+        group = n_heads // n_kv_heads
+        k = k[:, None].expand(B, group, n_kv_heads, T, -1).reshape(B, n_heads, T, -1)
+        v = v[:, None].expand(B, group, n_kv_heads, T, -1).reshape(B, n_heads, T, -1)
+        out = scaled_dot_product_attention(q, k, v, causal_mask(T, device=x.device))
+        return F.linear(merge_heads(out), w_out)
+''')
+
+_wrong(EX5, "gqa_repeat_before_split", "repeats every key/value *number* group times before cutting heads", '''
+    def grouped_query_attention(x, w_q, w_k, w_v, w_out, n_heads, n_kv_heads):
+        group = n_heads // n_kv_heads
+        q = split_heads(F.linear(x, w_q), n_heads)
+        k = split_heads(F.linear(x, w_k).repeat_interleave(group, dim=-1), n_heads)
+        v = split_heads(F.linear(x, w_v).repeat_interleave(group, dim=-1), n_heads)
+        out = scaled_dot_product_attention(q, k, v, causal_mask(x.shape[1], device=x.device))
+        return F.linear(merge_heads(out), w_out)
+''')
+
+# --- Exercise 6: cross_attention --------------------------------------------------------------------------------
+EX6 = "ex6_cross_attention"
+
+_wrong(EX6, "cross_kv_from_queries", "takes the keys and values from x instead of memory", '''
+    def cross_attention(x, memory, w_qkv, b_qkv, w_out, b_out, n_heads, memory_lengths=None):
+        q, k, v = F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1)
+        q, k, v = (split_heads(t, n_heads) for t in (q, k, v))
+        mask = None if memory_lengths is None else padding_mask(memory_lengths, x.shape[1], device=x.device)
+        return F.linear(merge_heads(scaled_dot_product_attention(q, k, v, mask)), w_out, b_out)
+''')
+
+_wrong(EX6, "cross_causal", "applies a causal mask, as in self-attention", '''
+    def cross_attention(x, memory, w_qkv, b_qkv, w_out, b_out, n_heads, memory_lengths=None):
+        d_model = x.shape[-1]
+        w_q, w_k, w_v = w_qkv.split(d_model)
+        b_q, b_k, b_v = b_qkv.split(d_model)
+        q = split_heads(F.linear(x, w_q, b_q), n_heads)
+        k = split_heads(F.linear(memory, w_k, b_k), n_heads)
+        v = split_heads(F.linear(memory, w_v, b_v), n_heads)
+        T, S = x.shape[1], memory.shape[1]
+        mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril()
+        if memory_lengths is not None:
+            mask = mask & padding_mask(memory_lengths, S, device=x.device)
+        return F.linear(merge_heads(scaled_dot_product_attention(q, k, v, mask)), w_out, b_out)
+''')
+
+_wrong(EX6, "cross_ignores_memory_lengths", "never builds the padding mask: queries attend to memory's padding", '''
+    def cross_attention(x, memory, w_qkv, b_qkv, w_out, b_out, n_heads, memory_lengths=None):
+        d_model = x.shape[-1]
+        w_q, w_k, w_v = w_qkv.split(d_model)
+        b_q, b_k, b_v = b_qkv.split(d_model)
+        q = split_heads(F.linear(x, w_q, b_q), n_heads)
+        k = split_heads(F.linear(memory, w_k, b_k), n_heads)
+        v = split_heads(F.linear(memory, w_v, b_v), n_heads)
+        return F.linear(merge_heads(scaled_dot_product_attention(q, k, v)), w_out, b_out)
+''')
+
+_wrong(EX6, "cross_values_with_key_weights",
+       "projects memory once with the key weights and uses it as keys and values", '''
+    def cross_attention(x, memory, w_qkv, b_qkv, w_out, b_out, n_heads, memory_lengths=None):
+        d_model = x.shape[-1]
+        q = split_heads(F.linear(x, w_qkv[:d_model], b_qkv[:d_model]), n_heads)
+        k = split_heads(F.linear(memory, w_qkv[d_model:2 * d_model], b_qkv[d_model:2 * d_model]), n_heads)
+        mask = None if memory_lengths is None else padding_mask(memory_lengths, memory.shape[1], device=x.device)
+        return F.linear(merge_heads(scaled_dot_product_attention(q, k, k, mask)), w_out, b_out)
+''')
+
+_right(EX6, "cross_fused_projection_of_both",
+       "projects x and memory with the whole fused matrix, keeps the parts it needs",
+       '''
+    def cross_attention(x, memory, w_qkv, b_qkv, w_out, b_out, n_heads, memory_lengths=None):
+        q, _, _ = F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1)
+        _, k, v = F.linear(memory, w_qkv, b_qkv).chunk(3, dim=-1)
+        q, k, v = split_heads(q, n_heads), split_heads(k, n_heads), split_heads(v, n_heads)
+        mask = None
+        if memory_lengths is not None:
+            mask = padding_mask(memory_lengths, memory.shape[1], device=x.device)
+        return F.linear(merge_heads(scaled_dot_product_attention(q, k, v, mask)), w_out, b_out)
+''')

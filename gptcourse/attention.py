@@ -1,0 +1,155 @@
+"""Attention: every position of a sequence looks at the others and takes what it needs from them (Chapter 3).
+
+Shapes: ``B`` batch, ``T`` query positions, ``S`` key/value positions (``S == T`` in self-attention), ``H`` heads,
+``d_head`` numbers per head, ``d_model = H * d_head``.
+
+**Mask convention.** A mask is a boolean tensor that broadcasts to ``(..., T, S)``: ``True`` means "this query may
+attend to this key", ``False`` means "blocked". That is the convention of PyTorch's
+``torch.nn.functional.scaled_dot_product_attention`` (boolean ``attn_mask``), and the *opposite* of
+``torch.nn.MultiheadAttention``, whose boolean ``attn_mask`` and ``key_padding_mask`` mark with ``True`` what is NOT
+allowed. Combine masks with ``&``: ``causal_mask(T) & padding_mask(lengths, T)``.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(T, T)`` boolean mask, True on and below the diagonal: position ``i`` may attend to positions ``0..i``."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+def padding_mask(lengths, T: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(B, 1, 1, T)`` boolean mask, True at the real tokens of each sequence (its first ``lengths[b]`` positions).
+
+    The padding at the end of a shorter sequence is blocked as a *key*, for every head and every query; the two
+    singleton dimensions let it broadcast against ``(B, H, T, T)`` scores and combine with ``causal_mask(T)``.
+    """
+    lengths = torch.as_tensor(lengths, device=device)
+    keep = torch.arange(T, device=device) < lengths[:, None]  # (B, T)
+    return keep[:, None, None, :]
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``softmax(q @ k^T / sqrt(d_head))`` over the keys, ``(..., T, S)``; each row sums to 1 (or is all 0).
+
+    A row whose keys are all blocked (a query with nothing it may see, e.g. left padding) gets weights 0, so its
+    output is 0, as in PyTorch's ``scaled_dot_product_attention``.
+    """
+    # Dividing by sqrt(d_head) keeps the scores' spread near 1 whatever the head size; without it the softmax
+    # saturates to almost one-hot weights, whose gradients vanish.
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if mask is None:
+        return torch.softmax(scores, dim=-1)
+    # The most negative finite number, not -inf: a fully blocked row then gives uniform weights instead of 0/0 = NaN
+    # (NaN would also poison the gradients); the second masked_fill sets that row to 0.
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1).masked_fill(~mask, 0.0)
+
+
+def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+                                 dropout_p: float = 0.0, training: bool = True) -> torch.Tensor:
+    """Attention from scratch: ``dropout(softmax(q k^T / sqrt(d_head) + mask)) @ v``.
+
+    ``q`` is ``(..., T, d_head)``, ``k`` and ``v`` are ``(..., S, d_head)``; returns ``(..., T, d_head)``. ``mask`` is
+    boolean, True = may attend (see the module docstring). Dropout zeroes attention weights at random with
+    probability ``dropout_p`` (and scales the rest by ``1 / (1 - dropout_p)``), only when ``training`` is True, like
+    ``torch.nn.functional.dropout``. Same result as ``torch.nn.functional.scaled_dot_product_attention(q, k, v,
+    attn_mask=mask)`` without dropout.
+    """
+    weights = attention_weights(q, k, mask)
+    weights = F.dropout(weights, p=dropout_p, training=training)
+    return weights @ v
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention, nanoGPT style: one fused projection for queries, keys and values, then the heads.
+
+    - ``n_heads`` heads of ``d_head = d_model // n_heads`` numbers each attend in parallel; an output projection
+      mixes their results back into ``d_model`` numbers per position.
+    - ``n_kv_heads``: how many key/value heads (default ``n_heads``). ``1`` is multi-query attention, anything in
+      between grouped-query attention: query head ``h`` uses key/value head ``h // (n_heads // n_kv_heads)``.
+    - ``causal``: each position attends only to itself and earlier positions.
+    - ``dropout``: on the attention weights, only in training mode (``model.train()``), never in ``model.eval()``.
+    - ``use_sdpa``: compute attention with PyTorch's fused ``F.scaled_dot_product_attention`` instead of the
+      from-scratch ``scaled_dot_product_attention`` above; same weights, same result, faster.
+
+    ``forward(x, kv=None, mask=None)``: ``x`` is ``(B, T, d_model)``. With ``kv`` ``(B, S, d_model)`` it is
+    cross-attention: queries from ``x``, keys and values from ``kv``. ``mask`` is boolean, True = may attend,
+    broadcasting to ``(B, H, T, S)`` (e.g. ``padding_mask``); it is combined with the causal mask.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, dropout: float = 0.0,
+                 bias: bool = True, causal: bool = False, use_sdpa: bool = False):
+        super().__init__()
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        if d_model % n_heads or n_heads % n_kv_heads:
+            raise ValueError(f"d_model ({d_model}) must divide into n_heads ({n_heads}) heads, and n_heads into "
+                             f"n_kv_heads ({n_kv_heads}) groups")
+        self.d_model, self.n_heads, self.n_kv_heads = d_model, n_heads, n_kv_heads
+        self.d_head = d_model // n_heads
+        self.dropout, self.causal, self.use_sdpa = dropout, causal, use_sdpa
+        # One matrix product makes queries, keys and values at once: rows [W_q; W_k; W_v], shape
+        # (d_model + 2 * n_kv_heads * d_head, d_model), i.e. (3 * d_model, d_model) when every head has its own K/V.
+        self.qkv = nn.Linear(d_model, d_model + 2 * n_kv_heads * self.d_head, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def _split_heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
+        """``(B, T, n * d_head)`` -> ``(B, n, T, d_head)``: view the last axis as heads, then move heads forward."""
+        B, T, _ = t.shape
+        return t.view(B, T, n, self.d_head).transpose(1, 2)
+
+    def project(self, x: torch.Tensor, kv: torch.Tensor | None = None):
+        """Queries ``(B, H, T, d_head)``, keys and values ``(B, n_kv_heads, S, d_head)``."""
+        d_kv = self.n_kv_heads * self.d_head
+        if kv is None:  # self-attention: one fused product
+            q, k, v = self.qkv(x).split([self.d_model, d_kv, d_kv], dim=-1)
+        else:  # cross-attention: the same weights, queries from x, keys and values from kv
+            w_q, w_kv = self.qkv.weight.split([self.d_model, 2 * d_kv])
+            b_q, b_kv = self.qkv.bias.split([self.d_model, 2 * d_kv]) if self.qkv.bias is not None else (None, None)
+            q = F.linear(x, w_q, b_q)
+            k, v = F.linear(kv, w_kv, b_kv).split([d_kv, d_kv], dim=-1)
+        return (self._split_heads(q, self.n_heads), self._split_heads(k, self.n_kv_heads),
+                self._split_heads(v, self.n_kv_heads))
+
+    def _repeat_kv(self, t: torch.Tensor) -> torch.Tensor:
+        """Give each query head its key/value head: [kv0, kv1] -> [kv0, kv0, kv1, kv1] (not [kv0, kv1, kv0, kv1])."""
+        return t.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+
+    def _mask(self, T: int, S: int, mask: torch.Tensor | None, device) -> torch.Tensor | None:
+        """The caller's mask combined with the causal mask (if this layer is causal); None if there is neither."""
+        if not self.causal:
+            return mask
+        if T != S:
+            raise ValueError(f"a causal mask needs as many queries as keys; got {T} and {S}")
+        causal = causal_mask(T, device)
+        return causal if mask is None else causal & mask
+
+    def attention_weights(self, x: torch.Tensor, kv: torch.Tensor | None = None,
+                          mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention weights of every head, ``(B, H, T, S)``, without dropout: the pictures of Chapter 3."""
+        q, k, _ = self.project(x, kv)
+        return attention_weights(q, self._repeat_kv(k), self._mask(q.size(-2), k.size(-2), mask, x.device))
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        q, k, v = self.project(x, kv)
+        B, H, T, _ = q.shape
+        full_mask = self._mask(T, k.size(-2), mask, x.device)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.use_sdpa:
+            # Causal and nothing else: is_causal lets PyTorch pick its fastest kernel (flash attention on a GPU),
+            # which skips the blocked half instead of reading a mask. enable_gqa repeats K/V heads like _repeat_kv.
+            plain_causal = self.causal and mask is None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if plain_causal else full_mask,
+                                                 dropout_p=dropout_p, is_causal=plain_causal,
+                                                 enable_gqa=self.n_kv_heads != self.n_heads)
+        else:
+            out = scaled_dot_product_attention(q, self._repeat_kv(k), self._repeat_kv(v), full_mask, dropout_p,
+                                               self.training)
+        # Merge the heads back: (B, H, T, d_head) -> (B, T, H, d_head) -> (B, T, d_model). After the transpose the
+        # numbers are no longer in that order in memory, so they are copied (contiguous) before view joins the axes.
+        out = out.transpose(1, 2).contiguous().view(B, T, self.d_model)
+        return self.out_proj(out)
