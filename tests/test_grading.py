@@ -1,13 +1,12 @@
 """The grading pipeline (autograder/grade.py, autograder/course.py's nbgrader settings).
 
 The slow tests grade real notebooks with nbgrader: a toy assignment (tests/fixtures/toy_course) that has every case
-we care about, and, when it exists, the real chapter 1 with three submissions built from its notebooks.
+we care about, and every real chapter at once, with three learners built from its notebooks and its catalogue.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib
 from pathlib import Path
 
 import nbformat
@@ -17,15 +16,12 @@ from grading_support import (
     REPO_ROOT, TOY_CHAPTER, TOY_NOTEBOOK, TOY_SOLUTIONS, drop, fill, hidden_lines, html_text, make_release, meta,
     points_of_tests, read, run_module, set_source, solution_sources, tree_hashes, write,
 )
+from autograder import catalogue
 from autograder import grade as grade_module
 from autograder.course import (
-    HIDDEN_TESTS_PLACEHOLDER, STDERR_MARK, HideHiddenTests, grading_config, split_hidden_tests, stderr_to_stdout,
+    HIDDEN_TESTS_PLACEHOLDER, STDERR_MARK, HideHiddenTests, chapters, grading_config, split_hidden_tests,
+    stderr_to_stdout,
 )
-
-CHAPTER1 = "ch01_tokens"
-CHAPTER1_SOLUTION = REPO_ROOT / "solutions" / CHAPTER1 / "tokens.ipynb"
-CHAPTER1_RELEASE = REPO_ROOT / "exercises" / CHAPTER1 / "tokens.ipynb"
-
 
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as fh:
@@ -383,24 +379,15 @@ def test_broken_solution_notebook_is_reported_for_each_submission(toy, tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Slow: the real chapter 1, three submissions built from its notebooks
+# Slow: every real chapter at once, three learners built from its notebooks
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def wrong_implementations(chapter: str) -> dict[str, str]:
+def first_wrong_implementations(chapter: str) -> dict[str, str]:
     """solution grade_id -> source of the first catalogued wrong implementation (empty if no catalogue)."""
-    try:
-        module = importlib.import_module(f"autograder.catalogue.{chapter}")
-    except ImportError:
-        return {}
-    records = getattr(module, "WRONG", None)
-    if records is None:
-        records = next((v for v in vars(module).values()
-                        if isinstance(v, (list, tuple)) and v and hasattr(v[0], "grade_id")), [])
     first: dict[str, str] = {}
-    for record in records:
-        get = record.get if isinstance(record, dict) else lambda k, r=record: getattr(r, k)
-        first.setdefault(get("grade_id"), get("source"))
+    for record in catalogue.load(chapter):
+        first.setdefault(record.grade_id, record.source)
     return first
 
 
@@ -415,78 +402,73 @@ def exercises_of(solution_nb) -> list[tuple[str, list[str]]]:
     return exercises
 
 
+def add_chapter(subs: Path, chapter: str) -> dict:
+    """Write the chapter's notebooks for three learners: `correct` (the reference code), `stub` (untouched) and
+    `partial` (the last one or two exercises replaced by a catalogued mistake); return what each should score."""
+    expected = {"correct": 0.0, "stub": 0.0, "partial": 0.0}
+    solutions = sorted((REPO_ROOT / "solutions" / chapter).glob("*.ipynb"))
+    for solution_path in solutions:
+        solution = read(solution_path)
+        release = read(REPO_ROOT / "exercises" / chapter / solution_path.name)
+        points = points_of_tests(solution)
+        exercises = exercises_of(solution)
+        wrong = first_wrong_implementations(chapter)
+        # The last exercises (up to two) with a catalogued mistake: nothing graded after them depends on them, so
+        # every other exercise keeps exactly its points.
+        broken = []
+        for grade_id, _ in reversed(exercises):
+            if grade_id not in wrong or len(broken) == 2:
+                break
+            broken.append(grade_id)
+        assert broken, f"{chapter}: no catalogued mistake for its last exercise"
+        sources = solution_sources(solution)
+        write(fill(release, sources), subs / "correct" / chapter / solution_path.name)
+        write(release, subs / "stub" / chapter / solution_path.name)
+        write(fill(release, {**sources, **{g: wrong[g] for g in broken}}), subs / "partial" / chapter / solution_path.name)
+        total = sum(points.values())
+        expected["correct"] += total
+        expected["partial"] += total - sum(points[t] for grade_id, tests in exercises if grade_id in broken
+                                           for t in tests)
+    return expected
+
+
 @pytest.fixture(scope="module")
-def chapter1_run(tmp_path_factory):
-    if not CHAPTER1_SOLUTION.is_file():
-        pytest.skip(f"{CHAPTER1_SOLUTION.relative_to(REPO_ROOT)} does not exist yet: nothing to grade")
-    solution = read(CHAPTER1_SOLUTION)
-    base = tmp_path_factory.mktemp("chapter1")
-    if CHAPTER1_RELEASE.is_file():
-        release = read(CHAPTER1_RELEASE)
-    else:  # exercises/ not generated yet: make the student version the same way
-        release = read(make_release(REPO_ROOT / "solutions", CHAPTER1, base / "course"))
-    points = points_of_tests(solution)
-    exercises = exercises_of(solution)
-    wrong = wrong_implementations(CHAPTER1)
-    # Replace the last exercises (up to two) that have a catalogued mistake: nothing graded after them depends on
-    # them, so every other exercise keeps exactly its points.
-    broken: list[str] = []
-    for grade_id, _ in reversed(exercises):
-        if grade_id not in wrong or len(broken) == 2:
-            break
-        broken.append(grade_id)
-    sources = solution_sources(solution)
-    subs = base / "submissions"
-    write(fill(release, sources), subs / "correct" / CHAPTER1 / "tokens.ipynb")
-    write(release, subs / "stub" / CHAPTER1 / "tokens.ipynb")
-    if broken:
-        write(fill(release, {**sources, **{g: wrong[g] for g in broken}}), subs / "partial" / CHAPTER1 / "tokens.ipynb")
-    lost = sum(points[t] for grade_id, tests in exercises if grade_id in broken for t in tests)
-    before = tree_hashes(subs)
+def course_run(tmp_path_factory):
     import time
 
+    base = tmp_path_factory.mktemp("course")
+    subs = base / "submissions"
+    expected = {chapter: add_chapter(subs, chapter) for chapter in chapters()}
+    before = tree_hashes(subs)
     start = time.perf_counter()
-    proc = run_module("autograder.grade", subs, "--workspace", base / "workspace", "--chapter", CHAPTER1)
-    seconds = time.perf_counter() - start
-    print(f"\ngraded {len(list(subs.iterdir()))} submissions of {CHAPTER1} in {seconds:.1f} s")
-    return {"proc": proc, "grades": by_student(read_csv(base / "workspace" / "grades.csv")), "points": points,
-            "broken": broken, "lost": lost, "subs": subs, "before": before, "workspace": base / "workspace",
-            "solution": solution}
+    proc = run_module("autograder.grade", subs, "--workspace", base / "workspace")
+    print(f"\ngraded 3 learners x {len(expected)} chapters in {time.perf_counter() - start:.1f} s")
+    rows = read_csv(base / "workspace" / "grades.csv")
+    return {"proc": proc, "scores": {(r["student"], r["chapter"]): r for r in rows}, "expected": expected,
+            "subs": subs, "before": before, "workspace": base / "workspace"}
 
 
 @pytest.mark.slow
-def test_chapter1_reference_answer_gets_full_marks(chapter1_run):
-    proc = chapter1_run["proc"]
+def test_every_chapter_grades_to_the_expected_scores(course_run):
+    proc = course_run["proc"]
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    row = chapter1_run["grades"]["correct"]
-    total = sum(chapter1_run["points"].values())
-    assert float(row["score"]) == float(row["max_score"]) == total, row
+    for chapter, expected in course_run["expected"].items():
+        for student, score in expected.items():
+            row = course_run["scores"][(student, chapter)]
+            assert row["status"] == "graded" and float(row["score"]) == score, (student, chapter, row)
+        assert expected["correct"] > expected["partial"] > expected["stub"] == 0
 
 
 @pytest.mark.slow
-def test_chapter1_stub_scores_zero(chapter1_run):
-    row = chapter1_run["grades"]["stub"]
-    assert row["status"] == "graded" and float(row["score"]) == 0, row
-
-
-@pytest.mark.slow
-def test_chapter1_partial_scores_exactly_the_untouched_exercises(chapter1_run):
-    if not chapter1_run["broken"]:
-        pytest.skip(f"autograder/catalogue/{CHAPTER1}.py has no wrong implementation for the last exercise yet")
-    row = chapter1_run["grades"]["partial"]
-    expected = sum(chapter1_run["points"].values()) - chapter1_run["lost"]
-    assert float(row["score"]) == expected, (chapter1_run["broken"], row)
-
-
-@pytest.mark.slow
-def test_chapter1_feedback_reveals_no_hidden_test(chapter1_run):
-    assert len(hidden_lines(chapter1_run["solution"])) > 10
-    pages = sorted((chapter1_run["workspace"] / "feedback").rglob("*.html"))
-    assert len(pages) == len(chapter1_run["grades"])
+def test_no_feedback_reveals_a_hidden_test(course_run):
+    pages = sorted((course_run["workspace"] / "feedback").rglob("*.html"))
+    assert len(pages) == len(course_run["scores"])
     for page in pages:
-        student = page.parent.parent.name
-        submitted = read(chapter1_run["subs"] / student / CHAPTER1 / "tokens.ipynb")
-        secrets = hidden_lines(chapter1_run["solution"], submitted)  # the learner's own code is no secret
+        student, chapter = page.parent.parent.name, page.parent.name
+        solution = read(REPO_ROOT / "solutions" / chapter / f"{page.stem}.ipynb")
+        assert len(hidden_lines(solution)) > 10
+        submitted = read(course_run["subs"] / student / chapter / f"{page.stem}.ipynb")
+        secrets = hidden_lines(solution, submitted)  # the learner's own code is no secret
         raw = page.read_text(encoding="utf-8")
         text = html_text(raw)
         leaked = [s for s in secrets if s in text or s in raw]
@@ -494,5 +476,5 @@ def test_chapter1_feedback_reveals_no_hidden_test(chapter1_run):
 
 
 @pytest.mark.slow
-def test_chapter1_originals_untouched(chapter1_run):
-    assert tree_hashes(chapter1_run["subs"]) == chapter1_run["before"]
+def test_grading_leaves_the_originals_untouched(course_run):
+    assert tree_hashes(course_run["subs"]) == course_run["before"]
