@@ -1,4 +1,4 @@
-"""The learner's self-check, autograder/check.py, on the toy assignment (and chapter 1 when it exists)."""
+"""The learner's self-check, autograder/check.py, on the toy assignment and on every chapter's student notebook."""
 
 from __future__ import annotations
 
@@ -161,14 +161,20 @@ def test_command_line(learner):
     assert "visible tests passed: 2/2" in proc.stdout
 
 
-CHAPTER1_RELEASE = REPO_ROOT / "exercises" / "ch01_tokens" / "tokens.ipynb"
+STUDENT_NOTEBOOKS = sorted((REPO_ROOT / "exercises").glob("*/*.ipynb"))
 
 
 @pytest.mark.slow
-def test_chapter1_student_notebook_is_not_attempted(tmp_path, capsys):
-    if not CHAPTER1_RELEASE.is_file():
-        pytest.skip("exercises/ch01_tokens/tokens.ipynb does not exist yet (make exercises)")
-    before = sha(CHAPTER1_RELEASE)
-    code, out = run_check(capsys, CHAPTER1_RELEASE)
-    assert code == 1 and "not attempted" in out and "visible tests passed: 0/" in out
-    assert sha(CHAPTER1_RELEASE) == before
+@pytest.mark.parametrize("release", STUDENT_NOTEBOOKS, ids=lambda p: p.parent.name)
+def test_every_student_notebook_checks_as_not_attempted_then_passes_when_completed(release, tmp_path, capsys):
+    before = sha(release)
+    code, out = run_check(capsys, release)
+    assert code == 1 and "visible tests passed: 0/" in out, out
+    assert "passed" not in out.replace("visible tests passed", "") and "not attempted" in out, out
+    assert sha(release) == before
+
+    solution = read(REPO_ROOT / "solutions" / release.parent.name / release.name)
+    completed = write(fill(read(release), solution_sources(solution)), tmp_path / release.name)
+    code, out = run_check(capsys, completed)
+    n_tests = out.count("✓")
+    assert code == 0 and n_tests > 0 and f"visible tests passed: {n_tests}/{n_tests}" in out, out
