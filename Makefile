@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bpe_training
 	$(BIN)/python -m benchmarks.encoding
 	$(BIN)/python -m benchmarks.attention
+	$(BIN)/python -m benchmarks.gpt_model
 	$(BIN)/python -m benchmarks.book_build
 
 clean:

@@ -10,6 +10,9 @@ One module per concept, following the path of the data through a language model:
 - ``data``            next-token training pairs: sliding windows over token ids, Dataset and DataLoader (Chapter 2)
 - ``embeddings``      token embeddings, learned and sinusoidal position encodings (Chapter 2)
 - ``attention``       scaled dot-product attention, causal and padding masks, multi-head attention (Chapter 3)
+- ``model``           the GPT: LayerNorm/RMSNorm, GELU/SwiGLU, blocks, the model, parameter counts (Chapter 4)
+- ``gpt2_weights``    loading published GPT-2 weights (Hugging Face layout) into the course model, offline (Chapter 4)
+- ``families``        encoder-only (BERT-style) and encoder-decoder models, MLM masking, a toy reversal task (Chapter 4)
 - ``device``          where tensors live: CUDA, then Apple MPS, then CPU
 - ``seed``            seeding Python, NumPy and PyTorch in one place
 - ``tolerances``      how close two results must be, per dtype and device, for tests and exercises

@@ -65,6 +65,49 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     return weights @ v
 
 
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """``[x1, x2] -> [-x2, x1]`` on the last axis, split in two halves: a 90-degree turn of each pair ``(x1_i, x2_i)``."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embeddings (RoPE, Su et al. 2021), as in LLaMA: positions enter as rotations of q and k.
+
+    The ``d_head`` numbers of a query or key are seen as ``d_head / 2`` pairs ``(x_i, x_{i + d_head/2})`` (LLaMA's
+    "rotate half" layout, the one Hugging Face's Llama uses). At position ``p`` pair ``i`` is turned by the angle
+    ``p * w_i``, with ``w_i = base ** (-2i / d_head)``: fast turns for the first pairs, slow ones for the last, like
+    the sinusoidal encodings of Chapter 2. Because a rotation by ``a`` then a dot product with a rotation by ``b``
+    only sees ``a - b``, the score ``q_m . k_n`` depends on the *relative* position ``m - n``, and nothing is added
+    to the token vectors themselves. RoPE has no parameters.
+    """
+
+    def __init__(self, d_head: int, base: float = 10_000.0):
+        super().__init__()
+        if d_head % 2:
+            raise ValueError(f"RoPE rotates pairs of numbers, so d_head must be even; got {d_head}")
+        self.d_head, self.base = d_head, base
+
+    def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype):
+        """``cos`` and ``sin`` of every angle, ``(T, d_head)`` each (the ``d_head / 2`` angles twice, per half)."""
+        # Computed on the fly (d_head / 2 numbers, cheap) and in float32 at least, not stored as a buffer that
+        # model.to(torch.bfloat16) would round: bfloat16 cannot even tell position 1000 from 1004.
+        angle_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        exponents = torch.arange(0, self.d_head, 2, dtype=angle_dtype, device=positions.device) / self.d_head
+        inv_freq = self.base ** -exponents  # w_i = base^(-2i / d_head)
+        angles = positions.to(angle_dtype)[:, None] * inv_freq[None, :]  # (T, d_head/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (T, d_head): the same angle for x_i and x_{i + d_head/2}
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotate ``x`` ``(..., T, d_head)``; ``positions`` defaults to ``0, 1, ..., T-1``."""
+        if positions is None:
+            positions = torch.arange(x.size(-2), device=x.device)
+        cos, sin = self.cos_sin(positions, x.dtype)
+        # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin): the 2-D rotation of every pair.
+        return x * cos + rotate_half(x) * sin
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head attention, nanoGPT style: one fused projection for queries, keys and values, then the heads.
 
@@ -76,6 +119,8 @@ class MultiHeadAttention(nn.Module):
     - ``dropout``: on the attention weights, only in training mode (``model.train()``), never in ``model.eval()``.
     - ``use_sdpa``: compute attention with PyTorch's fused ``F.scaled_dot_product_attention`` instead of the
       from-scratch ``scaled_dot_product_attention`` above; same weights, same result, faster.
+    - ``rope``: rotate queries and keys by their positions (``RotaryEmbedding``, LLaMA style) after splitting the
+      heads. Off by default: GPT-2 adds learned position vectors to its input instead (Chapter 2).
 
     ``forward(x, kv=None, mask=None)``: ``x`` is ``(B, T, d_model)``. With ``kv`` ``(B, S, d_model)`` it is
     cross-attention: queries from ``x``, keys and values from ``kv``. ``mask`` is boolean, True = may attend,
@@ -83,7 +128,8 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, dropout: float = 0.0,
-                 bias: bool = True, causal: bool = False, use_sdpa: bool = False):
+                 bias: bool = True, causal: bool = False, use_sdpa: bool = False, rope: bool = False,
+                 rope_base: float = 10_000.0):
         super().__init__()
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         if d_model % n_heads or n_heads % n_kv_heads:
@@ -96,6 +142,7 @@ class MultiHeadAttention(nn.Module):
         # (d_model + 2 * n_kv_heads * d_head, d_model), i.e. (3 * d_model, d_model) when every head has its own K/V.
         self.qkv = nn.Linear(d_model, d_model + 2 * n_kv_heads * self.d_head, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.rotary = RotaryEmbedding(self.d_head, rope_base) if rope else None
 
     def _split_heads(self, t: torch.Tensor, n: int) -> torch.Tensor:
         """``(B, T, n * d_head)`` -> ``(B, n, T, d_head)``: view the last axis as heads, then move heads forward."""
@@ -112,8 +159,11 @@ class MultiHeadAttention(nn.Module):
             b_q, b_kv = self.qkv.bias.split([self.d_model, 2 * d_kv]) if self.qkv.bias is not None else (None, None)
             q = F.linear(x, w_q, b_q)
             k, v = F.linear(kv, w_kv, b_kv).split([d_kv, d_kv], dim=-1)
-        return (self._split_heads(q, self.n_heads), self._split_heads(k, self.n_kv_heads),
-                self._split_heads(v, self.n_kv_heads))
+        q = self._split_heads(q, self.n_heads)
+        k, v = self._split_heads(k, self.n_kv_heads), self._split_heads(v, self.n_kv_heads)
+        if self.rotary is not None:  # positions enter here, as rotations of q and k; v carries no position
+            q, k = self.rotary(q), self.rotary(k)
+        return q, k, v
 
     def _repeat_kv(self, t: torch.Tensor) -> torch.Tensor:
         """Give each query head its key/value head: [kv0, kv1] -> [kv0, kv0, kv1, kv1] (not [kv0, kv1, kv0, kv1])."""
