@@ -15,7 +15,8 @@ it up by itself.
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from textwrap import dedent
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,20 @@ class CorrectAlternative:
     @property
     def tests_grade_id(self) -> str:
         return self.grade_id + "_tests"
+
+
+@dataclass
+class Catalogue:
+    """One chapter's lists, filled by ``wrong(...)`` and ``right(...)`` with sources written indented in the module."""
+
+    wrong_implementations: list[WrongImplementation] = field(default_factory=list)
+    alternatives: list[CorrectAlternative] = field(default_factory=list)
+
+    def wrong(self, grade_id: str, name: str, why: str, source: str) -> None:
+        self.wrong_implementations.append(WrongImplementation(grade_id, name, why, dedent(source).strip() + "\n"))
+
+    def right(self, grade_id: str, name: str, how: str, source: str) -> None:
+        self.alternatives.append(CorrectAlternative(grade_id, name, how, dedent(source).strip() + "\n"))
 
 
 def chapters_with_catalogue() -> list[str]:

@@ -7,18 +7,11 @@ by its own hidden tests, not by the failures it causes downstream.
 
 from textwrap import dedent
 
-from . import CorrectAlternative, WrongImplementation
+from . import Catalogue
 
-WRONG: list[WrongImplementation] = []
-ALTERNATIVES: list[CorrectAlternative] = []
-
-
-def _wrong(grade_id: str, name: str, why: str, source: str) -> None:
-    WRONG.append(WrongImplementation(grade_id, name, why, dedent(source).strip() + "\n"))
-
-
-def _right(grade_id: str, name: str, how: str, source: str) -> None:
-    ALTERNATIVES.append(CorrectAlternative(grade_id, name, how, dedent(source).strip() + "\n"))
+_catalogue = Catalogue()
+WRONG, ALTERNATIVES = _catalogue.wrong_implementations, _catalogue.alternatives
+_wrong, _right = _catalogue.wrong, _catalogue.right
 
 
 # --- Exercise 1: count_pairs ------------------------------------------------------------------------------------

@@ -8,18 +8,11 @@ created on the CPU) are left out: CI has no GPU to prove that the hidden tests c
 
 from textwrap import dedent
 
-from . import CorrectAlternative, WrongImplementation
+from . import Catalogue
 
-WRONG: list[WrongImplementation] = []
-ALTERNATIVES: list[CorrectAlternative] = []
-
-
-def _wrong(grade_id: str, name: str, why: str, source: str) -> None:
-    WRONG.append(WrongImplementation(grade_id, name, why, dedent(source).strip() + "\n"))
-
-
-def _right(grade_id: str, name: str, how: str, source: str) -> None:
-    ALTERNATIVES.append(CorrectAlternative(grade_id, name, how, dedent(source).strip() + "\n"))
+_catalogue = Catalogue()
+WRONG, ALTERNATIVES = _catalogue.wrong_implementations, _catalogue.alternatives
+_wrong, _right = _catalogue.wrong, _catalogue.right
 
 
 # --- Exercise 1: one_hot_embed ----------------------------------------------------------------------------------

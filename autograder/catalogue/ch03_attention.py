@@ -6,20 +6,11 @@ its own hidden tests. Exercises 4 to 6 may call the functions of Exercises 1 to 
 the attention out inline, the way a learner who does not reuse them would.
 """
 
-from textwrap import dedent
+from . import Catalogue
 
-from . import CorrectAlternative, WrongImplementation
-
-WRONG: list[WrongImplementation] = []
-ALTERNATIVES: list[CorrectAlternative] = []
-
-
-def _wrong(grade_id: str, name: str, why: str, source: str) -> None:
-    WRONG.append(WrongImplementation(grade_id, name, why, dedent(source).strip() + "\n"))
-
-
-def _right(grade_id: str, name: str, how: str, source: str) -> None:
-    ALTERNATIVES.append(CorrectAlternative(grade_id, name, how, dedent(source).strip() + "\n"))
+_catalogue = Catalogue()
+WRONG, ALTERNATIVES = _catalogue.wrong_implementations, _catalogue.alternatives
+_wrong, _right = _catalogue.wrong, _catalogue.right
 
 
 # --- Exercise 1: scaled_dot_product_attention -------------------------------------------------------------------

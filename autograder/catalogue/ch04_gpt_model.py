@@ -5,20 +5,11 @@ learner would write it. The exercises of this chapter do not call each other, so
 exercise's hidden tests only.
 """
 
-from textwrap import dedent
+from . import Catalogue
 
-from . import CorrectAlternative, WrongImplementation
-
-WRONG: list[WrongImplementation] = []
-ALTERNATIVES: list[CorrectAlternative] = []
-
-
-def _wrong(grade_id: str, name: str, why: str, source: str) -> None:
-    WRONG.append(WrongImplementation(grade_id, name, why, dedent(source).strip() + "\n"))
-
-
-def _right(grade_id: str, name: str, how: str, source: str) -> None:
-    ALTERNATIVES.append(CorrectAlternative(grade_id, name, how, dedent(source).strip() + "\n"))
+_catalogue = Catalogue()
+WRONG, ALTERNATIVES = _catalogue.wrong_implementations, _catalogue.alternatives
+_wrong, _right = _catalogue.wrong, _catalogue.right
 
 
 # --- Exercise 1: layer_norm -----------------------------------------------------------------------------------------
