@@ -10,7 +10,6 @@ vs one fused kernel. Reference: on a laptop CPU the fused kernel is about 1.5x f
 """
 
 import argparse
-import time
 
 import torch
 
@@ -18,18 +17,7 @@ from gptcourse.attention import MultiHeadAttention
 from gptcourse.device import pick_device
 from gptcourse.tolerances import assert_close
 
-
-def best_of(repeats: int, fn, device: torch.device) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+from .timing import best_of
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,8 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         assert_close(mha(x), ours, msg="the two attention paths disagree")
     for use_sdpa in (False, True):
         step(use_sdpa)  # warm-up: first-call allocations and kernel selection
-    scratch = best_of(args.repeats, lambda: step(False), device)
-    fused = best_of(args.repeats, lambda: step(True), device)
+    scratch, _ = best_of(args.repeats, step, False, device=device)
+    fused, _ = best_of(args.repeats, step, True, device=device)
     print(f"causal multi-head attention, batch {args.batch}, {args.seq} tokens, d_model {args.d_model}, "
           f"{args.heads} heads, on {device} ({torch.get_num_threads()} threads), forward + backward, best of "
           f"{args.repeats}:")

@@ -12,7 +12,6 @@
 import argparse
 import contextlib
 import io
-import time
 
 import regex
 from tiktoken import _educational
@@ -20,16 +19,12 @@ from tiktoken import _educational
 from gptcourse import corpus
 from gptcourse.bpe import GPT2_SPLIT_PATTERN, train_bpe, train_bpe_naive
 
+from .timing import best_of
+
 
 def one_megabyte() -> str:
     train, _ = corpus.course_splits()
     return (train + "\n\n" + corpus.generate_stories(1_000_000 - len(train), seed=2))[:1_000_000]
-
-
-def timed(fn, *args) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = fn(*args)
-    return time.perf_counter() - start, result
 
 
 def educational_trainer(text: str, vocab_size: int):
@@ -45,19 +40,19 @@ def main() -> None:
     args = parser.parse_args()
 
     text = one_megabyte()
-    seconds, merges = timed(train_bpe, text, 2000)
+    seconds, merges = best_of(1, train_bpe, text, 2000)
     chunks = len(set(regex.findall(GPT2_SPLIT_PATTERN, text)))
     print(f"course trainer, {len(text.encode()) / 1e6:.2f} MB ({chunks:,} distinct chunks) -> 2,000 tokens: "
           f"{seconds:.2f} s ({len(merges)} merges; target <= 15 s)")
     if args.full_naive:
-        naive, naive_merges = timed(train_bpe_naive, text, 2000)
+        naive, naive_merges = best_of(1, train_bpe_naive, text, 2000)
         print(f"naive re-count on the same 1 MB: {naive:.1f} s ({naive / seconds:.0f}x slower, "
               f"{'identical' if naive_merges == merges else 'DIFFERENT'} merges)")
 
     part = text[: args.slice_chars]
-    fast, fast_merges = timed(train_bpe, part, args.slice_vocab)
-    naive, naive_merges = timed(train_bpe_naive, part, args.slice_vocab)
-    educational, _ = timed(educational_trainer, part, args.slice_vocab)
+    fast, fast_merges = best_of(1, train_bpe, part, args.slice_vocab)
+    naive, naive_merges = best_of(1, train_bpe_naive, part, args.slice_vocab)
+    educational, _ = best_of(1, educational_trainer, part, args.slice_vocab)
     assert fast_merges == naive_merges, "the two course trainers disagree"
     print(f"slice of {len(part):,} chars -> {args.slice_vocab} tokens:")
     print(f"  incremental        {fast:8.2f} s")

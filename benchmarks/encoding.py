@@ -6,20 +6,12 @@ Both encode the course's held-out text; the ids must be identical. The from-scra
 tokenizer, empty chunk cache) and warm (second pass), since its cache of already-seen chunks matters a lot.
 """
 
-import time
 
 from gptcourse import corpus
 from gptcourse.course_tokenizer import load_course_tokenizer
 from gptcourse.tiktoken_bridge import to_tiktoken
 
-
-def best_of(repeats: int, fn, *args) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn(*args)
-        best = min(best, time.perf_counter() - start)
-    return best, result
+from .timing import best_of
 
 
 def main() -> None:
