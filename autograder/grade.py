@@ -1,37 +1,47 @@
-"""Grade learners' notebooks with nbgrader, in a workspace outside the repository.
+"""Grade learners' notebooks with nbgrader: sandboxed, in parallel, sharded across runners, on CPU or GPU.
 
-    python -m autograder.grade SUBMISSIONS --workspace DIR [--chapter ch01_tokens ...] [--timeout SECONDS]
+    python -m autograder.grade SUBMISSIONS --workspace DIR [--chapter CH ...] [--jobs N] [--device cpu|cuda]
+                               [--shard I/N] [--force] [--timeout SECONDS] [--memory-mb MB]
 
-``SUBMISSIONS`` holds ``<student>/<chapter>/<notebook>.ipynb``; it is only read, never changed. The workspace gets:
+``SUBMISSIONS`` is a folder ``<student>/<chapter>/<notebook>.ipynb`` or a .zip of one; it is only read, never
+changed. Each submission is graded by its own worker process (``autograder.worker``) in a throwaway course
+directory, its learner code in a sandbox (``autograder.sandbox``). The workspace (outside the repository) gets:
 
-* ``solutions/`` (a copy of the course's), ``exercises/`` (generated from it) and ``gradebook.db`` (nbgrader's
-  SQLite gradebook, which knows every test cell, hidden tests included);
-* ``submitted/``, ``autograded/``: nbgrader's copies of the submissions, before and after grading;
+* ``results/<student>/<chapter>.json``: one result per submission (schema: ``autograder/result_schema.json``);
 * ``feedback/<student>/<chapter>/<notebook>.html``: what each learner may read (hidden tests removed);
-* ``grades.csv`` (one row per student and chapter, points per test cell) and ``problems.csv`` (every submission
-  that could not be graded, or was graded with a remark, and what to do about it); ``logs/`` (nbgrader's logs).
+* ``autograded/``: the graded notebooks, for the instructor; ``logs/``; ``prepared/``: the chapters as nbgrader
+  knows them (a gradebook with the tests, hidden ones included);
+* and, after the merge (at once without ``--shard``; see ``autograder.merge``): ``gradebook.db`` (nbgrader's
+  master gradebook), ``grades.csv``, ``problems.csv`` (what could not be graded and what to do) and ``report.html``.
 
-Re-running into the same workspace is safe: each run re-grades everything it is given, from the originals.
-Exit status: 0 all graded, 1 some submissions have problems (see problems.csv), 2 the command could not run.
+Re-running is idempotent: a submission whose notebooks, chapter version and settings are unchanged keeps its result
+(``--force`` grades it again). Exit status: 0 all graded, 1 some submissions have problems (listed), 2 the command
+could not run.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import re
 import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
-from autograder.course import (GRADING_CELL_TIMEOUT, REPO_ROOT, SOLUTIONS_DIR, TIMEOUT_ENAME, grading_config,
-                               is_test_cell, venv_scripts_on_path)
-from autograder.report import fmt, summary, write_grades, write_problems
-from autograder.submissions import (IGNORED_NAMES, Problem, Submission, UsageError, find_solution_notebooks,
+from autograder.course import GRADING_CELL_TIMEOUT, REPO_ROOT, SOLUTIONS_DIR, grading_config, is_test_cell, venv_scripts_on_path
+from autograder.report import fmt
+from autograder.results import (RESULTS_DIR, assignment_version, new_result, problem, read_result, result_path,
+                                sha256_of_files, write_result)
+from autograder.sandbox import run_sandboxed, user_switch_available
+from autograder.submissions import (IGNORED_NAMES, Problem, UsageError, extract_zip, find_solution_notebooks,
                                     scan_submissions)
+from autograder.worker import SECRET_REPO_PATHS, SandboxedExecute
 
 MARKER = ".gptcourse-grading-workspace"
 
@@ -154,54 +164,148 @@ def test_cell_order(solutions_ws: Path, chapter: str) -> list[tuple[str, str, fl
     return cells
 
 
-def timed_out_cells(autograded: Path) -> list[str]:
-    import nbformat
+# --------------------------------------------------------------------------------------------------------------------
+# Preparing a chapter: nbgrader learns its tests (hidden ones too) in a course directory of ours
+# --------------------------------------------------------------------------------------------------------------------
 
-    found = []
-    for path in sorted(autograded.glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        for index, cell in enumerate(nb.cells):
-            for output in cell.get("outputs", []):
-                if output.get("output_type") == "error" and output.get("ename") == TIMEOUT_ENAME:
-                    grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-                    found.append(f"{path.name} cell {index + 1}" + (f" ({grade_id})" if grade_id else ""))
-    return found
+VERSIONS_FILE = "assignment_versions.json"
 
 
-def forget(workspace: Path, sub: Submission, db_url: str) -> None:
-    """Remove what an earlier run left for a submission that this run does not grade (no stale results)."""
-    from nbgrader.api import Gradebook, MissingEntry
+def prepare_chapter(course: Path, chapter: str, solutions: Path, logs: Path) -> str | None:
+    """Make ``course`` (a course directory with its own gradebook) know ``chapter`` as in ``solutions``.
 
-    for step in ("submitted", "autograded", "feedback"):
-        shutil.rmtree(workspace / step / sub.student / sub.chapter, ignore_errors=True)
-    with Gradebook(db_url) as gb:
-        try:
-            gb.remove_submission(sub.chapter, sub.student)
-        except MissingEntry:
-            pass
+    Skipped when it already knows this version of the chapter. Returns None when ready, else why it cannot be."""
+    from nbgrader.apps import NbGraderAPI
+
+    version = assignment_version(solutions, chapter)
+    stamps_path = course / VERSIONS_FILE
+    stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}
+    if stamps.get(chapter) == version and (course / "gradebook.db").exists():
+        return None
+    target = course / "solutions" / chapter
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(solutions / chapter, target, ignore=shutil.ignore_patterns(*IGNORED_NAMES))
+    log = logs / chapter / "generate.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    with stderr_into(logs / "stderr.log"):
+        result = NbGraderAPI(config=grading_config(course)).generate_assignment(chapter, force=True, create=True)
+    write_log(log, f"generate_assignment {chapter}", result)
+    if not result["success"]:
+        return f"{last_error_line(result)} (log: {log})"
+    stamps[chapter] = version
+    stamps_path.write_text(json.dumps(stamps, indent=1, sort_keys=True))
+    return None
 
 
-def read_scores(sub: Submission, notebooks: list[str], db_url: str) -> None:
-    """The submission's score, max score and points per grade cell, from the gradebook."""
-    from nbgrader.api import Gradebook, MissingEntry
+# --------------------------------------------------------------------------------------------------------------------
+# Running the jobs
+# --------------------------------------------------------------------------------------------------------------------
 
-    sub.score, sub.max_score = 0.0, 0.0
-    with Gradebook(db_url) as gb:
-        for name in notebooks:
-            try:
-                nb = gb.find_submission_notebook(name, sub.chapter, sub.student)
-            except MissingEntry:
-                continue
-            sub.score += float(nb.score)
-            sub.max_score += float(nb.max_score)
-            if nb.needs_manual_grade:
-                sub.remarks.append(f"{name}: needs manual grading")
-            for g in nb.grades:
-                sub.cells[f"{name}/{g.name}"] = float(g.score)
+#: Learner code of worker slot k runs as uid UID_BASE + k when grading as root: a uid nothing else uses, so that
+#: the process limit counts only that slot and every leftover process of it can be killed.
+UID_BASE = int(os.environ.get("GPTCOURSE_GRADING_UID_BASE", "2000000000"))
+#: Address-space limit for learner code on CPU (importing torch alone maps ~2 GB of it); none on a GPU.
+DEFAULT_MEMORY_MB = 8192
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise UsageError(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. --shard 1/4 ... --shard 4/4.")
+    return int(match[1]), int(match[2])
+
+
+def in_shard(student: str, shard: tuple[int, int] | None) -> bool:
+    """Students are split by a hash of their name: stable across runners and when students are added."""
+    if shard is None:
+        return True
+    index, count = shard
+    return int(hashlib.sha256(student.encode()).hexdigest()[:16], 16) % count == index - 1
+
+
+def visible_gpus() -> list[str]:
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip() and g.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def learner_uid_works(uid: int) -> bool:
+    """Whether learner code can run as ``uid`` here: root, setpriv, and a Python that uid may read."""
+    if not user_switch_available():
+        return False
+    probe = Path(tempfile.mkdtemp(prefix="gptcourse-probe-"))
+    try:
+        os.chown(probe, uid, uid)
+        # The kernel is a grandchild: the uid must be able to start this Python itself, with the same stdlib.
+        check = (f"import os, subprocess, sys; assert os.__file__ == {os.__file__!r}; "
+                 "subprocess.run([sys.executable, '-c', 'import nbclient, autograder.execute'], check=True)")
+        result = run_sandboxed([sys.executable, "-c", check], cwd=probe, timeout_s=120, network=True, run_as=uid,
+                               env={"PATH": "/usr/bin:/bin", "HOME": str(probe)})
+        return result.returncode == 0
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def unchanged(path: Path, version: str, digest: str, settings: dict) -> bool:
+    """Whether the result at ``path`` graded exactly this submission, against this version, with these settings."""
+    try:
+        old = read_result(path)
+    except ValueError:
+        return False
+    return (old["status"] == "graded" and old["assignment_version"] == version
+            and old["submission_sha256"] == digest and old["settings"] == settings)
+
+
+def run_worker(job_path: Path, job: dict) -> dict:
+    """Run one worker process (own process group, killed whole if it hangs); its result, or a failure result."""
+    budget = job["submission_timeout"] * (SandboxedExecute.max_restarts.default_value + 1) + 600
+    run = run_sandboxed([sys.executable, "-m", "autograder.worker", str(job_path)], cwd=job_path.parent,
+                        timeout_s=budget, network=True, max_file_bytes=None, max_output_bytes=200_000,
+                        drop_privileges=False)  # the worker is ours: it needs root to set up the learner's sandbox
+    result_path = Path(job["result_path"])
+    if run.returncode == 0 and result_path.exists():
+        return read_result(result_path)
+    log = Path(job["workspace"]) / "logs" / job["chapter"] / f"{job['student']}.worker.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"exit {run.returncode} ({run.killed_reason})\n--- stdout\n{run.stdout}\n--- stderr\n{run.stderr}")
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    result = new_result(job["student"], job["chapter"], "autograde failed", job["assignment_version"],
+                        job["submission_sha256"], job["settings"])
+    result["problems"] = [*job["problems"], problem(
+        f"{job['student']}/{job['chapter']}/",
+        f"the grading worker failed ({run.killed_reason or 'exit ' + str(run.returncode)}): "
+        f"{lines[-1] if lines else 'no message'}",
+        f"read {log}; this is a grader problem, not the learner's: fix it and re-run")]
+    result["execution_time"] = round(run.wall_s, 3)
+    write_result(result_path, result)
+    return result
+
+
+def result_line(result: dict) -> str:
+    student, chapter = result["student"], result["chapter"]
+    if result["status"] != "graded":
+        reason = next((p["problem"] for p in result["problems"] if p["blocking"]), result["status"])
+        return f"  ✗ {student:<16} {chapter:<16} not graded: {reason}"
+    mark = "✓" if result["score"] == result["max_score"] else "•"
+    extra = f"  ({'; '.join(result['remarks'])})" if result["remarks"] else ""
+    return (f"  {mark} {student:<16} {chapter:<16} {fmt(result['score']):>6} / {fmt(result['max_score'])}"
+            f"  {result['execution_time']:.0f} s{extra}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------------------------
 
 
 def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, wanted: list[str] | None = None,
-          timeout: int = GRADING_CELL_TIMEOUT, out=None) -> int:
+          timeout: int = GRADING_CELL_TIMEOUT, out=None, jobs: int = 1, device: str = "cpu",
+          shard: tuple[int, int] | None = None, force: bool = False, memory_mb: int | None = DEFAULT_MEMORY_MB) -> int:
     """Grade every submission under ``submissions`` into ``workspace``; returns the exit status (see the module)."""
     out = out or sys.stdout
 
@@ -219,125 +323,136 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
     for chapter in wanted or []:
         if chapter not in known:
             raise UsageError(f"Unknown chapter '{chapter}'. Chapters with solutions: {', '.join(known)}.")
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1.")
+    gpus = visible_gpus() if device == "cuda" else []
+    if device == "cuda" and not gpus:
+        raise UsageError("--device cuda, but no CUDA GPU is visible here. Use --device cpu, or run on a GPU runner.")
     check_workspace(workspace, submissions, solutions)
+    workspace.mkdir(parents=True, exist_ok=True)
+    (workspace / MARKER).write_text("Made by `python -m autograder.grade`; safe to delete with everything here.\n")
+    if submissions.is_file() and submissions.suffix.lower() == ".zip":
+        say(f"Unpacking {submissions} (checked: no unsafe paths, no absurd sizes)")
+        submissions = extract_zip(submissions, workspace / "unzipped", known)
     subs, problems, chapters = scan_submissions(submissions, solutions, wanted, known)
+    subs = [s for s in subs if in_shard(s.student, shard)]
+    shard_name = f"shard-{shard[0]}-of-{shard[1]}" if shard else "all"
 
-    say(f"Grading {len(subs)} submission(s) of {', '.join(chapters)} from {submissions}")
+    settings = {"cell_timeout": int(timeout), "device": device, "memory_mb": None if gpus else memory_mb}
+    logs = workspace / "logs"
+    prepared = workspace / "prepared"
+    prepared.mkdir(exist_ok=True)
+    say(f"Grading {len(subs)} submission(s) of {', '.join(chapters)} from {submissions}"
+        + (f" (shard {shard[0]} of {shard[1]})" if shard else ""))
     say(f"Workspace: {workspace}")
     with venv_scripts_on_path():
-        grader = Grader(workspace, timeout, problems)
-        unusable = {chapter: reason for chapter in chapters
-                    if (reason := grader.prepare(chapter, solutions / chapter, say))}
-        bar = None
-        if len(subs) >= 8 and out.isatty():
-            from tqdm import tqdm
+        quiet_nbgrader_logging()
+        unusable = {ch: why for ch in chapters if (why := prepare_chapter(prepared, ch, solutions, logs))}
+    for chapter, why in unusable.items():
+        say(f"  ✗ could not prepare {chapter}: {why}")
+    versions = {ch: assignment_version(solutions, ch) for ch in chapters}
 
-            bar = tqdm(total=len(subs), unit="submission", file=out, leave=False)
-        for sub in subs:
-            if sub.chapter in unusable and sub.status == "pending":
-                sub.status = "chapter could not be prepared"
-                problems.append(Problem(sub.student, sub.chapter, "",
-                                        f"the chapter could not be prepared: {unusable[sub.chapter]}",
-                                        f"fix the solution notebook (see {grader.logs / sub.chapter / 'generate.log'})"))
-            text = grader.grade(sub) if sub.status == "pending" else grader.skip(sub)
+    uid_ok = learner_uid_works(UID_BASE)
+    hide = [str(REPO_ROOT / p) for p in SECRET_REPO_PATHS] + [str(solutions), str(workspace), str(submissions)]
+    todo, finished, run_problems = [], [], []
+    for sub in subs:
+        mine = [p for p in problems if p.student == sub.student and p.chapter == sub.chapter]
+        path = result_path(workspace, sub.student, sub.chapter)
+        if sub.status == "pending" and sub.chapter in unusable:
+            sub.status = "chapter could not be prepared"
+            mine.append(Problem(sub.student, sub.chapter, "", f"the chapter could not be prepared: "
+                                f"{unusable[sub.chapter]}", "fix the solution notebook, then re-run"))
+        if sub.status != "pending":
+            result = new_result(sub.student, sub.chapter, sub.status, versions[sub.chapter], None, settings)
+            result["problems"] = [problem(p.file, p.problem, p.what_to_do, p.blocking) for p in mine]
+            result["output"] = "Your submission could not be graded; your instructor has been told why."
+            write_result(path, result)
+            finished.append(result)
+            continue
+        digest = sha256_of_files(sub.notebooks)
+        if not force and unchanged(path, versions[sub.chapter], digest, settings):
+            finished.append(read_result(path))
+            finished[-1]["remarks"] = [*finished[-1]["remarks"]]
+            continue
+        todo.append({
+            "student": sub.student, "chapter": sub.chapter, "notebooks": [str(p) for p in sub.notebooks],
+            "expected_notebooks": find_solution_notebooks(solutions, sub.chapter),
+            "prepared": str(prepared), "workspace": str(workspace), "result_path": str(path),
+            "assignment_version": versions[sub.chapter], "submission_sha256": digest, "settings": settings,
+            "problems": [problem(p.file, p.problem, p.what_to_do, p.blocking) for p in mine],
+            "remarks": list(sub.remarks), "cell_timeout": int(timeout), "submission_timeout": 3 * int(timeout) + 60,
+            "memory_mb": settings["memory_mb"], "device": device, "threads": max(1, (os.cpu_count() or 1) // jobs),
+            "hide_paths": hide})
+    attached = {(s.student, s.chapter) for s in subs}
+    run_problems = [p.row() for p in problems if (p.student, p.chapter) not in attached]
+    if not uid_ok:
+        run_problems.append(Problem("", "", "", "learner code ran as the grader's own user (not root, no setpriv, "
+                                    "or the Python is not readable by another user)",
+                                    "grade as root in the container (see autograder/deploy/README.md) for a "
+                                    "separate user per worker", blocking=False).row())
+    runs_dir = workspace / RESULTS_DIR
+    runs_dir.mkdir(exist_ok=True)
+    (runs_dir / f"_run-{shard_name}.json").write_text(json.dumps(run_problems, indent=1))
+
+    skipped = len(finished) - sum(r["status"] != "graded" for r in finished)
+    if skipped:
+        say(f"{skipped} unchanged submission(s) already graded: skipped (--force grades them again)")
+    for result in finished:
+        if result["status"] != "graded":
+            say(result_line(result))
+    finished += run_jobs(todo, workspace, jobs, gpus, uid_ok, out, say)
+    if shard:
+        say(f"\nShard {shard[0]}/{shard[1]}: {len(subs)} submission(s), results in {workspace / RESULTS_DIR}.")
+        say("When every shard is done: python -m autograder.merge --workspace MASTER SHARD_WORKSPACE ...")
+        return 1 if any(r["status"] != "graded" or any(p["blocking"] for p in r["problems"]) for r in finished) else 0
+    from autograder.merge import merge
+
+    return merge(workspace, [workspace], solutions=solutions, out=out)
+
+
+def run_jobs(todo: list[dict], workspace: Path, jobs: int, gpus: list[str], uid_ok: bool, out, say) -> list[dict]:
+    """Grade the jobs, ``jobs`` at a time; each worker slot has its own uid and (on CUDA) its own GPU."""
+    import queue
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    if not todo:
+        return []
+    jobs_dir = workspace / "jobs"
+    shutil.rmtree(jobs_dir, ignore_errors=True)
+    jobs_dir.mkdir()
+    slots: queue.Queue[int] = queue.Queue()
+    for slot in range(jobs):
+        slots.put(slot)
+
+    def work(index: int, job: dict) -> dict:
+        slot = slots.get()
+        try:
+            job = {**job, "uid": UID_BASE + slot if uid_ok else None, "gpu": gpus[slot % len(gpus)] if gpus else None}
+            job_path = jobs_dir / f"{index:06d}.json"
+            job_path.write_text(json.dumps(job, indent=1))
+            return run_worker(job_path, job)
+        finally:
+            slots.put(slot)
+
+    bar = None
+    if len(todo) >= 4 and out.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="submission", file=out, leave=False)
+    done = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in as_completed([pool.submit(work, i, job) for i, job in enumerate(todo)]):
+            result = future.result()
+            done.append(result)
             if bar is not None:
-                bar.write(text, file=out)
+                bar.write(result_line(result), file=out)
                 bar.update()
             else:
-                say(text)
-        if bar is not None:
-            bar.close()
-
-    write_grades(workspace / "grades.csv", subs, chapters, grader.cell_order)
-    write_problems(workspace / "problems.csv", problems)
-    return summary(say, subs, problems, workspace)
-
-
-class Grader:
-    """Runs nbgrader in one workspace: prepares each chapter, then grades submissions one at a time."""
-
-    def __init__(self, workspace: Path, timeout: int, problems: list[Problem]):
-        from nbgrader.apps import NbGraderAPI
-
-        quiet_nbgrader_logging()
-        workspace.mkdir(parents=True, exist_ok=True)
-        (workspace / MARKER).write_text("Made by `python -m autograder.grade`; safe to delete with everything here.\n")
-        self.workspace, self.timeout, self.problems = workspace, timeout, problems
-        self.logs = workspace / "logs"
-        self.logs.mkdir(exist_ok=True)
-        self.stderr_log = self.logs / "stderr.log"
-        config = grading_config(workspace, timeout=timeout)
-        self.db_url = config.CourseDirectory.db_url
-        self.api = NbGraderAPI(config=config)
-        self.cell_order: dict[str, list[tuple[str, str, float]]] = {}
-
-    def prepare(self, chapter: str, source: Path, say) -> str | None:
-        """Copy the chapter's solutions in and generate it, so the gradebook knows its tests (hidden ones too).
-
-        Returns None when ready, else why the chapter cannot be graded."""
-        target = self.workspace / "solutions" / chapter
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns(*IGNORED_NAMES))
-        log = self.logs / chapter / "generate.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.unlink(missing_ok=True)
-        with stderr_into(self.stderr_log):
-            result = self.api.generate_assignment(chapter, force=True, create=True)
-        write_log(log, f"generate_assignment {chapter}", result)
-        if not result["success"]:
-            reason = last_error_line(result)
-            say(f"  ✗ could not prepare {chapter}: {reason} (log: {log})")
-            return reason
-        self.cell_order[chapter] = test_cell_order(self.workspace / "solutions", chapter)
-        return None
-
-    def skip(self, sub: Submission) -> str:
-        """A submission that cannot be graded: clear what an earlier run left for it, and say why."""
-        forget(self.workspace, sub, self.db_url)
-        return f"  ✗ {sub.student:<16} {sub.chapter:<16} not graded: {sub.status} (see problems.csv)"
-
-    def grade(self, sub: Submission) -> str:
-        """Copy (never move) the submission in, autograde it, make its feedback, read its score back."""
-        forget(self.workspace, sub, self.db_url)
-        dest = self.workspace / "submitted" / sub.student / sub.chapter
-        dest.mkdir(parents=True)
-        for path in sub.notebooks:
-            shutil.copyfile(path, dest / path.name)
-        log = self.logs / sub.chapter / f"{sub.student}.log"
-        log.unlink(missing_ok=True)
-        with stderr_into(self.stderr_log):
-            result = self.api.autograde(sub.chapter, sub.student, force=True, create=True)
-        write_log(log, f"autograde {sub.student} {sub.chapter}", result)
-        if not result["success"]:
-            sub.status = "autograde failed"
-            reason = last_error_line(result)
-            self.problems.append(Problem(
-                sub.student, sub.chapter, f"{sub.student}/{sub.chapter}/", f"autograde failed: {reason}",
-                f"read {log} and {self.stderr_log}; run the learner's notebook to find the cell that crashes, "
-                "then re-run (the other submissions were graded)"))
-            forget(self.workspace, sub, self.db_url)
-            return f"  ✗ {sub.student:<16} {sub.chapter:<16} autograde failed: {reason}"
-        for where in timed_out_cells(self.workspace / "autograded" / sub.student / sub.chapter):
-            sub.remarks.append(f"timeout in {where}")
-            self.problems.append(Problem(
-                sub.student, sub.chapter, f"{sub.student}/{sub.chapter}/",
-                f"{where} ran for more than {self.timeout} s and was interrupted (its tests scored 0)",
-                "look at the learner's code for an endless loop, or re-run with a longer --timeout if the work is "
-                "legitimately slow", blocking=False))
-        with stderr_into(self.stderr_log):
-            result = self.api.generate_feedback(sub.chapter, sub.student, force=True)
-        write_log(log, f"generate_feedback {sub.student} {sub.chapter}", result)
-        if not result["success"]:
-            sub.remarks.append("no feedback")
-            self.problems.append(Problem(sub.student, sub.chapter, f"{sub.student}/{sub.chapter}/",
-                                         f"graded, but the feedback could not be made: {last_error_line(result)}",
-                                         f"read {log}", blocking=False))
-        read_scores(sub, find_solution_notebooks(self.workspace / "solutions", sub.chapter), self.db_url)
-        sub.status = "graded"
-        mark = "✓" if sub.score == sub.max_score else "•"
-        extra = f"  ({'; '.join(sub.remarks)})" if sub.remarks else ""
-        return f"  {mark} {sub.student:<16} {sub.chapter:<16} {fmt(sub.score):>6} / {fmt(sub.max_score)}{extra}"
-
+                say(result_line(result))
+    if bar is not None:
+        bar.close()
+    shutil.rmtree(jobs_dir, ignore_errors=True)
+    return done
 
 def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
@@ -347,24 +462,33 @@ def main(argv: list[str] | None = None) -> int:
             pass
     parser = argparse.ArgumentParser(
         prog="python -m autograder.grade",
-        description="Grade SUBMISSIONS/<student>/<chapter>/<notebook>.ipynb with nbgrader, in a workspace outside "
-                    "the repository. The submissions are only read.")
-    parser.add_argument("submissions", type=Path, help="folder with one folder per student")
+        description="Grade SUBMISSIONS/<student>/<chapter>/<notebook>.ipynb (a folder or a .zip) with nbgrader, "
+                    "sandboxed, in a workspace outside the repository. The submissions are only read.")
+    parser.add_argument("submissions", type=Path, help="folder with one folder per student, or a .zip of it")
     parser.add_argument("--workspace", type=Path, required=True,
                         help="where grading happens (outside the repository; created if missing; re-usable)")
     parser.add_argument("--chapter", action="append", dest="chapters", metavar="CHAPTER",
                         help="grade only this chapter (repeat for several); default: every chapter submitted")
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where hidden tests run: cpu, or cuda (one GPU per worker, round-robin)")
+    parser.add_argument("--shard", metavar="I/N", help="grade only share I of N of the students (1-based), for "
+                        "one of N runners; then merge the shards with python -m autograder.merge")
+    parser.add_argument("--force", action="store_true", help="grade unchanged submissions again")
     parser.add_argument("--timeout", type=int, default=GRADING_CELL_TIMEOUT,
                         help=f"seconds one cell may run before it is interrupted (default {GRADING_CELL_TIMEOUT})")
+    parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
+                        help=f"address-space limit of learner code on CPU, MB (default {DEFAULT_MEMORY_MB})")
     parser.add_argument("--solutions", type=Path, default=SOLUTIONS_DIR, help=argparse.SUPPRESS)  # for the tests
     args = parser.parse_args(argv)
     try:
-        return grade(args.submissions, args.workspace, args.solutions, args.chapters, args.timeout)
+        return grade(args.submissions, args.workspace, args.solutions, args.chapters, args.timeout, jobs=args.jobs,
+                     device=args.device, shard=parse_shard(args.shard), force=args.force, memory_mb=args.memory_mb)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nInterrupted. Re-run the same command to grade everything again.", file=sys.stderr)
+        print("\nInterrupted. Re-run the same command: finished submissions are kept and skipped.", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the output was piped into `head` or similar
         sys.stdout = None

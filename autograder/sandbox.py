@@ -8,9 +8,8 @@ What is isolated, on Linux, and how:
 * **Time.** The command runs in a new session and process group (``start_new_session=True``). On timeout the whole
   group gets SIGKILL, grandchildren included, and the group is killed again after the command exits, so nothing it
   started in the background outlives it. A process that calls ``setsid()``/``setpgid()`` itself leaves the group
-  and escapes this (and, if it holds our pipes, costs ``DRAIN_S`` of waiting). A PID namespace would close that hole
-  (``unshare --pid --fork``; but the command becomes pid 1 there, which ignores signals it does not handle, even a
-  SIGKILL it sends itself), or a cgroup (``cgroup.kill``).
+  and escapes this (and, if it holds our pipes, costs ``DRAIN_S`` of waiting), unless the command ran as a
+  dedicated user (``run_as``): then every process of that uid is killed as well.
 * **Memory.** ``RLIMIT_AS`` caps the address space: an allocation past it fails *inside* the child (Python raises
   ``MemoryError``) instead of making the host swap or wake the OOM killer. It counts virtual memory, not RAM, so
   leave room: importing torch maps far more than it touches (it fails under 1 GB, works under 2 GB here), every
@@ -32,9 +31,13 @@ What is isolated, on Linux, and how:
   on 127.0.0.1. Where ``unshare`` is not permitted the command runs *with* the network and ``network_isolated`` is
   False: the caller must check it and decide.
 
-What is **not** isolated: the filesystem. The command sees every file its user may read or write; the caller must
-run it in a throwaway copy (and, ideally, as an unprivileged user who cannot read the hidden tests' originals or
-other learners' work). Environment variables are passed as given: give ``env`` a minimal dict, not ``os.environ``,
+* **User.** With ``run_as`` (and this process root) the command runs as that uid through ``setpriv``: no
+  capabilities, no supplementary groups, no way back to root; RLIMIT_NPROC is then enforced.
+* **Files.** With ``hide_paths`` (and the namespaces above permitted) each folder is covered by an empty read-only
+  tmpfs, in the command's mount namespace only: the solutions, the gradebook, other learners' work.
+
+What is **not** isolated: the rest of the filesystem. The command sees every other file its user may read or write;
+the caller runs it in a throwaway folder. Environment variables are passed as given: give ``env`` a minimal dict, not ``os.environ``,
 so no secret reaches learner code. Stdin is empty.
 """
 
@@ -72,6 +75,8 @@ class SandboxResult:
     stderr: str
     wall_s: float
     network_isolated: bool     # True only if the command really ran without network
+    user_separated: bool = False  # it ran as the dedicated uid ``run_as``
+    paths_hidden: bool = False    # ``hide_paths`` were covered
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -79,30 +84,98 @@ class SandboxResult:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _netns_prefix() -> tuple[str, ...] | None:
-    """The argv prefix that runs a command in a new network namespace with loopback up, or None where not permitted.
+NAMESPACES = ("--net", "--mount", "--pid", "--fork", "--mount-proc")
 
-    Tried once per process: ``unshare --net`` needs CAP_SYS_ADMIN (root) and ``ip`` must exist to bring
-    loopback up; without loopback a Jupyter kernel could not reach its client, so "isolated but broken" is not offered.
-    """
+
+@functools.cache
+def _namespaces_permitted() -> bool:
+    """Whether ``unshare`` may create network, mount and PID namespaces here (it needs CAP_SYS_ADMIN, i.e. root) and
+    ``ip`` can bring loopback up; without loopback a Jupyter kernel could not reach its client, so "isolated but
+    broken" is not offered."""
     unshare, ip = shutil.which("unshare"), shutil.which("ip")
     if not (unshare and ip):
-        return None
-    prefix = (unshare, "--net", "--")
+        return False
     try:
-        probe = subprocess.run([*prefix, ip, "link", "set", "lo", "up"], capture_output=True, timeout=10)
+        probe = subprocess.run([unshare, *NAMESPACES, "--", ip, "link", "set", "lo", "up"],
+                               capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == 0
+
+
+# Runs inside the new namespaces: loopback up; each read-only path bind-mounted read-only onto itself; each path to
+# hide covered by an empty tmpfs of mode 000. Mounts are private to this namespace (``unshare`` makes them so).
+# Then exec the command in place. Absolute paths: the caller's env may have no PATH.
+# Arguments: read-only paths, "--", paths to hide, "--", the command.
+_SETUP_SCRIPT = """\
+fail() {{ echo "sandbox: $*" >&2; exit 125; }}
+{ip} link set lo up || fail "cannot bring loopback up"
+while [ "$1" != "--" ]; do
+    {mount} --bind "$1" "$1" && {mount} -o remount,bind,ro "$1" || fail "cannot make $1 read-only"
+    shift
+done
+shift
+while [ "$1" != "--" ]; do
+    {mount} -t tmpfs -o ro,size=4k,mode=0 sandbox-hidden "$1" || fail "cannot hide $1"
+    shift
+done
+shift
+exec "$@"
+"""
+
+
+def _netns_prefix(hide_paths: Sequence[str] = (), read_only_paths: Sequence[str] = ()) -> tuple[str, ...] | None:
+    """The argv prefix that runs a command in new network, mount and PID namespaces (no network but loopback; it
+    sees only its own processes, and when it ends they all die), with ``read_only_paths`` read-only and
+    ``hide_paths`` hidden; None where the namespaces are not permitted. The command's argv follows the prefix."""
+    if not _namespaces_permitted():
         return None
-    if probe.returncode != 0:
+    script = _SETUP_SCRIPT.format(ip=shutil.which("ip"), mount=shutil.which("mount") or "/bin/mount")
+    return (shutil.which("unshare"), *NAMESPACES, "--", "/bin/sh", "-c", script, "sandbox",
+            *read_only_paths, "--", *hide_paths, "--")
+
+
+def _no_privileges_prefix() -> tuple[str, ...] | None:
+    """As root, the argv prefix that runs a command still as uid 0 but with no capabilities and no way to regain
+    them: it cannot undo the mounts, read what mode 000 hides, or override file permissions."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv:
         return None
-    # Absolute paths: the caller's env may have no PATH. "$@" then is the learner's argv, exec'd in place (same pid).
-    script = f'{ip} link set lo up || {{ echo "sandbox: cannot bring loopback up" >&2; exit 125; }}; exec "$@"'
-    return (*prefix, "/bin/sh", "-c", script, "sandbox")
+    return (setpriv, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--")
+
+
+def _as_user_prefix(uid: int) -> tuple[str, ...] | None:
+    """The argv prefix that runs a command as ``uid`` (group ``uid``, no supplementary groups, no capabilities, no
+    way to gain privileges back), or None when this process cannot switch users (it is not root)."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or not setpriv:
+        return None
+    return (setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--no-new-privs", "--")
+
+
+def kill_user_processes(uid: int) -> int:
+    """SIGKILL every process of ``uid`` (a uid dedicated to one sandbox slot); how many there were.
+
+    This catches what the process-group kill cannot: a process that called ``setsid()`` to leave the group."""
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid == uid:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+    return killed
 
 
 def network_isolation_available() -> bool:
     return _netns_prefix() is not None
+
+
+def user_switch_available() -> bool:
+    return _as_user_prefix(65534) is not None
 
 
 def nproc_limit_enforced() -> bool:
@@ -179,14 +252,30 @@ def _read(sel: selectors.BaseSelector, timeout: float) -> None:
 def run_sandboxed(argv: Sequence[str | os.PathLike], *, cwd: str | os.PathLike, timeout_s: float,
                   memory_mb: int | None = None, max_processes: int | None = None,
                   max_output_bytes: int = 1_000_000, max_file_bytes: int | None = 100 * 2**20,
-                  network: bool = False, env: Mapping[str, str] | None = None) -> SandboxResult:
+                  network: bool = False, env: Mapping[str, str] | None = None, run_as: int | None = None,
+                  hide_paths: Sequence[str | os.PathLike] = (), read_only_paths: Sequence[str | os.PathLike] = (),
+                  drop_privileges: bool = True) -> SandboxResult:
     """Run ``argv`` in ``cwd`` with the limits above; return once it exited or was killed.
+
+    ``run_as``: a uid *dedicated to this sandbox* (nothing else may run as it) to run the command as, when this
+    process is root; every process of that uid is killed afterwards. ``hide_paths``: folders covered by an empty
+    tmpfs for the command (with ``network=False`` and where namespaces are permitted). The result says which of
+    these protections really applied.
 
     Never raises for what the command does, only for what the caller got wrong (a missing cwd, say). A missing
     program raises FileNotFoundError when run directly, but exits 127 when run through ``unshare``'s shell.
     """
     argv = [os.fspath(a) for a in argv]
-    prefix = None if network else _netns_prefix()
+    as_user = _as_user_prefix(run_as) if run_as is not None else None
+    if as_user:
+        argv = [*as_user, *argv]
+    elif drop_privileges and (no_caps := _no_privileges_prefix()):
+        argv = [*no_caps, *argv]
+    folders = {Path(p).resolve() for p in hide_paths if Path(p).is_dir()}
+    # Outermost only: once a folder is covered, nothing inside it exists to be covered.
+    hidden = sorted(str(p) for p in folders if not any(p != q and p.is_relative_to(q) for q in folders))
+    read_only = [str(Path(p).resolve()) for p in read_only_paths if Path(p).is_dir()]
+    prefix = None if network else _netns_prefix(hidden, read_only)
     if prefix:
         argv = [*prefix, *argv]
     out, err = _Capture(max_output_bytes), _Capture(max_output_bytes)
@@ -216,6 +305,8 @@ def run_sandboxed(argv: Sequence[str | os.PathLike], *, cwd: str | os.PathLike, 
                 time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
         # Kill the group whatever happened: leftovers of a finished command must not outlive it either.
         _kill_group(proc.pid)
+        if as_user:
+            kill_user_processes(run_as)
         drain_end = time.monotonic() + DRAIN_S
         while sel.get_map() and time.monotonic() < drain_end:
             _read(sel, drain_end - time.monotonic())
@@ -227,4 +318,5 @@ def run_sandboxed(argv: Sequence[str | os.PathLike], *, cwd: str | os.PathLike, 
     if killed_reason is None and memory_mb is not None and returncode != 0 and MEMORY_ERROR.search(err.text()):
         killed_reason = "memory"
     return SandboxResult(returncode=returncode, timed_out=killed_reason == "timeout", killed_reason=killed_reason,
-                         stdout=out.text(), stderr=err.text(), wall_s=wall_s, network_isolated=prefix is not None)
+                         stdout=out.text(), stderr=err.text(), wall_s=wall_s, network_isolated=prefix is not None,
+                         user_separated=as_user is not None, paths_hidden=prefix is not None and bool(hidden))

@@ -3,6 +3,7 @@ problems an instructor can act on (never a submission dropped silently)."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,3 +156,70 @@ def scan_submissions(submissions: Path, solutions: Path, wanted: list[str] | Non
                                         f"no notebook in the chapter folder (expected: {expected_names})",
                                         "add the learner's notebook and re-run"))
     return result, problems, chapters
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A zip exported by a learning-management system
+# --------------------------------------------------------------------------------------------------------------------
+
+#: Limits on a submissions zip: a real course export is far below them; a zip bomb or a damaged file is not.
+ZIP_MAX_FILES = 200_000
+ZIP_MAX_FILE_BYTES = 200 * 2**20
+ZIP_MAX_TOTAL_BYTES = 8 * 2**30
+ZIP_MAX_RATIO = 200  # uncompressed / compressed, for members over 1 MB
+
+
+def unsafe_member(info) -> str | None:
+    """Why a zip member must not be extracted (None when it is safe)."""
+    import stat
+
+    name = info.filename
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "an absolute path"
+    if ".." in parts:
+        return "a path that climbs out of the folder ('..')"
+    if "\\" in name:
+        return "a backslash in its path (made on Windows by hand?)"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "a symbolic link"
+    if info.file_size > ZIP_MAX_FILE_BYTES:
+        return f"{info.file_size / 2**20:.0f} MB uncompressed (limit {ZIP_MAX_FILE_BYTES // 2**20} MB per file)"
+    if info.file_size > 2**20 and info.file_size > ZIP_MAX_RATIO * max(info.compress_size, 1):
+        return f"a compression ratio over {ZIP_MAX_RATIO}:1 (a zip bomb?)"
+    return None
+
+
+def extract_zip(archive: Path, target: Path, known_chapters: list[str]) -> Path:
+    """Extract ``archive`` into ``target`` after checking every member; the folder that holds the student folders.
+
+    Nothing is extracted if any member is unsafe: the error lists them. A zip whose only top-level entry is a folder
+    wrapping the student folders (as some LMS exports are) is unwrapped."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            if len(members) > ZIP_MAX_FILES:
+                raise UsageError(f"{archive} has {len(members):,} entries (limit {ZIP_MAX_FILES:,}); is it the right file?")
+            total = sum(m.file_size for m in members)
+            if total > ZIP_MAX_TOTAL_BYTES:
+                raise UsageError(f"{archive} would unpack to {total / 2**30:.1f} GB (limit "
+                                 f"{ZIP_MAX_TOTAL_BYTES // 2**30} GB); is it the right file?")
+            bad = [(m.filename, why) for m in members if (why := unsafe_member(m))]
+            if bad:
+                listed = "\n".join(f"  {name!r}: {why}" for name, why in bad[:10])
+                raise UsageError(f"{archive} has {len(bad)} unsafe entr{'y' if len(bad) == 1 else 'ies'}; nothing was "
+                                 f"extracted:\n{listed}\nUnpack it yourself, check it, and pass the folder instead.")
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            zf.extractall(target)
+    except zipfile.BadZipFile as exc:
+        raise UsageError(f"{archive} is not a readable zip file ({exc}). Pass a folder or a .zip.") from None
+    entries = [p for p in target.iterdir() if not p.name.startswith(".") and p.name not in IGNORED_NAMES]
+    if len(entries) == 1 and entries[0].is_dir():
+        inner = entries[0]
+        if any((student / ch).is_dir() for student in inner.iterdir() if student.is_dir() for ch in known_chapters):
+            return inner
+    return target
+

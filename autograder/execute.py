@@ -1,0 +1,130 @@
+"""Run a learner's notebook inside the grading sandbox (the untrusted side of grading).
+
+    python -m autograder.execute IN.ipynb OUT.ipynb --timeout 600 [--progress FILE]
+
+``autograder.worker`` starts this under ``autograder.sandbox.run_sandboxed``, as an unprivileged user, in a folder
+that holds nothing but the notebook to run. It deliberately imports neither nbgrader nor the gradebook: the learner's
+kernel is a child of this process, so whatever this process could open, the learner's code could open too.
+
+* ``IN.ipynb`` is read, then deleted before the kernel starts: the notebook holds the hidden tests, and a learner's
+  code that looks for files next to itself finds none.
+* Each cell's index is appended to ``--progress`` before it runs, so when the whole sandbox is killed (time, memory,
+  output) the worker still knows which cell was running.
+* Output is capped per cell (``MAX_CELL_OUTPUT`` characters): a ``while True: print(...)`` fills neither the
+  notebook nor this process's memory.
+* A cell that kills the kernel (``os._exit``, a segfault) ends the run: ``OUT.ipynb`` is written with the cells run
+  so far and the crash recorded in ``metadata.gptcourse_execution``; the worker re-runs with that cell neutralised.
+* Grading setup runs first in the kernel (``SETUP``): Python and NumPy seeded; on a GPU, TF32 off.
+
+Exit status: 0 the notebook ran (cells may have failed, which is the learner's business); 3 the kernel died.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+#: Characters of output one cell may produce; the rest is dropped with a note (nbgrader later trims lines too).
+MAX_CELL_OUTPUT = 200_000
+CUT_NOTE = "\n[... output cut by the grader: the cell printed more than {limit:,} characters ...]\n"
+#: Runs in the kernel before the learner's first cell. Importing torch costs seconds, so only a GPU run pays it.
+SETUP = """\
+import os as _os, random as _random
+_random.seed(0)
+try:
+    import numpy as _np
+    _np.random.seed(0)
+except ImportError:
+    pass
+if _os.environ.get("GPTCOURSE_DEVICE", "").startswith("cuda"):
+    from gptcourse.seed import exact_gpu_maths as _exact
+    _exact()
+del _os, _random
+"""
+KERNEL_DIED = 3
+
+
+def make_client(nb, timeout: int, progress: Path | None, cwd: Path):
+    from nbclient import NotebookClient
+    from nbformat import NotebookNode
+
+    class GradingClient(NotebookClient):
+        """nbclient with progress marks, capped output, and errors recorded as nbgrader's Execute records them."""
+
+        _sizes: dict[int, int] = {}
+
+        def output(self, outs, msg, display_id, cell_index):
+            size = self._sizes.get(cell_index, 0)
+            if size >= MAX_CELL_OUTPUT:
+                return None  # already cut: drop silently (the note is there)
+            text = str(msg.get("content", {}).get("text", "")) + str(msg.get("content", {}).get("data", ""))
+            self._sizes[cell_index] = size + len(text)
+            if size + len(text) > MAX_CELL_OUTPUT:
+                note = NotebookNode(output_type="stream", name="stdout", text=CUT_NOTE.format(limit=MAX_CELL_OUTPUT))
+                outs.append(note)
+                return None
+            return super().output(outs, msg, display_id, cell_index)
+
+    client = GradingClient(
+        nb, timeout=timeout, interrupt_on_timeout=True, allow_errors=True, kernel_name="python3",
+        resources={"metadata": {"path": str(cwd)}}, extra_arguments=["--HistoryManager.hist_file=:memory:"],
+        error_on_timeout={"ename": "CellTimeoutError",
+                          "evalue": f"the cell ran for more than {timeout} s and was interrupted",
+                          "traceback": [f"CellTimeoutError: the cell ran for more than {timeout} s and was interrupted"]})
+
+    def before(cell, cell_index, **_):
+        if progress is not None:
+            with open(progress, "a", encoding="utf-8") as fh:
+                fh.write(f"{cell_index - 1}\n")  # minus the setup cell: indices of the learner's notebook
+
+    def after(cell, cell_index, execute_reply, **_):
+        # As nbgrader's Execute: an error the kernel replied with but did not display (a timeout) is added as an
+        # output, so the grade sees it.
+        content = execute_reply.get("content", {})
+        if content.get("status") != "error":
+            return
+        if not any(o.get("output_type") == "error" and o.get("ename") == content.get("ename") for o in cell.outputs):
+            cell.outputs.append(NotebookNode(output_type="error", ename=content.get("ename", "Error"),
+                                             evalue=content.get("evalue", ""),
+                                             traceback=content.get("traceback") or [content.get("ename", "Error")]))
+
+    client.on_cell_execute = before
+    client.on_cell_executed = after
+    return client
+
+
+def execute(source: Path, target: Path, timeout: int, progress: Path | None) -> int:
+    import nbformat
+    from nbclient.exceptions import DeadKernelError
+
+    nb = nbformat.read(source, as_version=4)
+    source.unlink()  # the hidden tests are in memory now; nothing left on disk for the learner's code to find
+    nb.cells.insert(0, nbformat.v4.new_code_cell(SETUP))
+    client = make_client(nb, timeout, progress, target.parent)
+    status = {"dead_kernel": False}
+    try:
+        client.execute()
+    except DeadKernelError as exc:
+        status = {"dead_kernel": True, "detail": str(exc)[:500]}
+    setup = nb.cells.pop(0)
+    errors = [o for o in setup.get("outputs", []) if o.get("output_type") == "error"]
+    if errors:  # the grading environment itself is broken: say so rather than blame the learner
+        status["setup_error"] = f"{errors[0].get('ename')}: {errors[0].get('evalue')}"
+    nb.metadata["gptcourse_execution"] = status
+    nbformat.write(nb, target)
+    return KERNEL_DIED if status["dead_kernel"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autograder.execute", description=__doc__.split("\n")[0])
+    parser.add_argument("source", type=Path)
+    parser.add_argument("target", type=Path)
+    parser.add_argument("--timeout", type=int, required=True, help="seconds one cell may run")
+    parser.add_argument("--progress", type=Path, default=None)
+    args = parser.parse_args(argv)
+    return execute(args.source, args.target, args.timeout, args.progress)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
