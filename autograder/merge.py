@@ -161,11 +161,11 @@ def merge(master: Path, sources: list[Path], solutions: Path = SOLUTIONS_DIR, ou
             copy_in(master, source, result)
     with venv_scripts_on_path():
         quiet_nbgrader_logging()
-        for chapter in versions:
-            why = prepare_chapter(master, chapter, solutions, master / "logs")
-            if why:
-                raise UsageError(f"Chapter {chapter} cannot be loaded into the gradebook: {why}")
-        update_gradebook(f"sqlite:///{master / 'gradebook.db'}", results)
+        broken = {ch: why for ch in versions if (why := prepare_chapter(master, ch, solutions, master / "logs"))}
+        update_gradebook(f"sqlite:///{master / 'gradebook.db'}", [r for r in results if r["chapter"] not in broken])
+    for chapter, why in broken.items():  # its results say "chapter could not be prepared" already
+        run_problems.append(Problem("", chapter, f"solutions/{chapter}/", f"chapter not in the gradebook: {why}",
+                                    "fix the solution notebook and grade again").row())
 
     # Everything in the master (earlier merges included), so that grades.csv is the whole class.
     everything = sorted((read_result(p) for p in result_files(master)), key=lambda r: (r["chapter"], r["student"]))

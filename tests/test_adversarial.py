@@ -1,0 +1,278 @@
+"""The grader against adversarial and broken submissions (the catalogue: tests/adversarial_cases.py).
+
+ONE grading run over every case (``autograder.grade --jobs 2 --timeout 5 --memory-mb 3000``, module-scoped), then
+one test per case checking its declared outcome in the results JSON, grades.csv and problems.csv, and checks over the
+whole run: nothing dropped silently, the originals untouched, no hidden-test line in anything a learner or the
+results file can show, the master gradebook written by the grader alone, no process of the learners left behind.
+
+A case the grader gets wrong today is declared with its ``hole`` and runs as ``xfail(strict=True)``: the suite stays
+green and documents it, and the day the hole is closed the test XPASSes and fails, so that the catalogue is updated.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from adversarial_cases import CASES, CHAPTER, DOUBLE, FORK_MARKER, FULL, MEAN, NOTEBOOK, Case, Outcome, Toy
+from grading_support import (TOY_CHAPTER, TOY_NOTEBOOK, TOY_SOLUTIONS, hidden_lines, make_release, meta,
+                             points_of_tests, read, run_module, solution_sources, tree_hashes)
+from autograder import grade as grade_module
+from autograder import sandbox
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 5        # seconds per cell: the toy's cells take milliseconds; the loops never end
+JOBS = 2           # two workers at once: what one learner's code can see of another's grading is probed too
+MEMORY_MB = 3000   # address space of the learner's kernel: the toy (no torch) runs in well under 1 GB of it
+
+
+@functools.cache
+def isolation_available() -> bool:
+    """Whether the sandbox gets its network, mount and PID namespaces here (root, unshare permitted)."""
+    return sandbox.network_isolation_available()
+
+
+@functools.cache
+def learner_runs_as_grader() -> bool:
+    """The grader's own test (autograder.grade): False when learner code runs as a uid of its own."""
+    return not grade_module.learner_uid_works(grade_module.UID_BASE)
+
+
+def case_params():
+    for case in CASES:
+        marks = []
+        if case.needs_isolation:
+            marks.append(pytest.mark.skipif("not isolation_available()",
+                                            reason="no namespaces here (not root): the grader says so itself"))
+        if case.hole:
+            condition = True if case.hole_when == "always" else "learner_runs_as_grader()"
+            marks.append(pytest.mark.xfail(condition, strict=True, reason=f"HOLE: {case.hole}"))
+        yield pytest.param(case, id=case.name, marks=marks)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_case(case: Case, toy: Toy) -> None:
+    folder = toy.submissions / case.name / CHAPTER
+    folder.mkdir(parents=True)
+    for name, content in case.files(toy).items():
+        if isinstance(content, str):
+            (folder / name).write_text(content, encoding="utf-8")
+        else:
+            nbformat.write(content, str(folder / name))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    # The release is made in a folder deleted before grading: no copy of the hidden tests is left lying around
+    # outside what the grader hides (a grading host has none either).
+    scratch = tmp_path_factory.mktemp("adversarial_release")
+    release = read(make_release(TOY_SOLUTIONS, TOY_CHAPTER, scratch))
+    shutil.rmtree(scratch)
+    solution = read(TOY_NOTEBOOK)
+
+    private = tmp_path_factory.mktemp("host_private")
+    private.chmod(0o700)
+    canary_text = f"canary {uuid.uuid4()}"
+    canary = private / "secret.txt"
+    canary.write_text(canary_text)
+    canary.chmod(0o600)
+
+    base = tmp_path_factory.mktemp("adversarial")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    toy = Toy(release=release, solution=solution, sources=solution_sources(solution), workspace=base / "workspace",
+              submissions=base / "submissions", solutions=TOY_SOLUTIONS, temp_dir=tempfile.gettempdir(),
+              canary=canary, canary_text=canary_text, listener=listener)
+    for case in CASES:
+        write_case(case, toy)
+    before = tree_hashes(toy.submissions)
+
+    start = time.perf_counter()
+    proc = run_module("autograder.grade", toy.submissions, "--workspace", toy.workspace, "--solutions", TOY_SOLUTIONS,
+                      "--timeout", TIMEOUT, "--jobs", JOBS, "--memory-mb", MEMORY_MB, timeout=600)
+    seconds = time.perf_counter() - start
+    print(f"\ngraded {len(CASES)} adversarial submissions in {seconds:.1f} s")
+    ws = toy.workspace
+    results = {p.parent.name: json.loads(p.read_text()) for p in (ws / "results").glob(f"*/{CHAPTER}.json")}
+    grades = {row["student"]: row for row in read_csv(ws / "grades.csv")} if (ws / "grades.csv").exists() else {}
+    problems = read_csv(ws / "problems.csv") if (ws / "problems.csv").exists() else []
+    yield {"proc": proc, "seconds": seconds, "toy": toy, "before": before, "results": results, "grades": grades,
+           "problems": problems}
+    listener.close()
+
+
+def outcome(run, student: str) -> Outcome:
+    return Outcome(student=student, result=run["results"].get(student), row=run["grades"].get(student),
+                   problems=[p for p in run["problems"] if p["student"] == student], workspace=run["toy"].workspace,
+                   toy=run["toy"])
+
+
+def describe(o: Outcome) -> str:
+    """What the grader did with one submission, for assertion messages."""
+    r = o.result or {}
+    lines = [f"status={r.get('status')} score={r.get('score')}/{r.get('max_score')} remarks={r.get('remarks')}",
+             f"tests={[(t['name'], t['score'], t['output'][:120]) for t in r.get('tests', [])]}",
+             f"problems={[p['problem'][:160] for p in o.problems]}"]
+    if (o.workspace / "autograded" / o.student / CHAPTER / NOTEBOOK).exists():
+        for grade_id in ("double", "mean"):
+            printed = o.printed(grade_id).strip()
+            if printed:
+                lines.append(f"{grade_id} printed: {printed[:400]}")
+    return "\n  ".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The run as a whole
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_toy_points_are_what_the_catalogue_assumes():
+    assert points_of_tests(read(TOY_NOTEBOOK)) == {"test_double": DOUBLE, "test_mean": MEAN}
+    assert FULL == DOUBLE + MEAN
+    assert len({c.name for c in CASES}) == len(CASES)
+
+
+def test_the_run_finishes_and_reports(run):
+    proc = run["proc"]
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # 1: some submissions have problems
+    assert "Summary" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_every_submission_ends_graded_or_with_a_blocking_problem(run):
+    students = {c.name for c in CASES}
+    assert set(run["results"]) == students and set(run["grades"]) == students
+    blocked = {p["student"] for p in run["problems"] if p["graded"] == "no"}
+    for student in students:
+        status = run["results"][student]["status"]
+        assert run["grades"][student]["status"] == status
+        assert status == "graded" or student in blocked, f"{student}: {status}, but no blocking problem says why"
+
+
+def test_the_originals_are_byte_identical(run):
+    assert tree_hashes(run["toy"].submissions) == run["before"]
+
+
+def test_no_hidden_test_line_reaches_feedback_results_or_problems(run):
+    toy = run["toy"]
+    problems_text = (toy.workspace / "problems.csv").read_text(encoding="utf-8")
+    assert len(hidden_lines(toy.solution)) >= 4
+    for case in CASES:
+        submitted = toy.submissions / case.name / CHAPTER / NOTEBOOK
+        try:
+            secrets = hidden_lines(toy.solution, read(submitted))  # the learner's own lines are no secret
+        except Exception:  # missing, malformed
+            secrets = hidden_lines(toy.solution)
+        places = {"results": json.dumps(run["results"][case.name]), "problems.csv": problems_text}
+        for page in sorted((toy.workspace / "feedback" / case.name).rglob("*.html")):
+            places[str(page)] = page.read_text(encoding="utf-8")
+        for where, text in places.items():
+            leaked = [s for s in secrets if s in text]
+            assert not leaked, f"{case.name}: {where} shows hidden test lines {leaked}"
+
+
+def test_the_master_gradebook_holds_what_the_grader_computed(run):
+    """Scores as in the results, the tests (hidden ones included) and points as in the solution, nothing added."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    toy = run["toy"]
+    solution_tests = {meta(c)["grade_id"]: c.source for c in toy.solution.cells if meta(c).get("grade")
+                      and not meta(c).get("solution")}
+    db = toy.workspace / "gradebook.db"
+    with Gradebook(f"sqlite:///{db}") as gb:
+        notebook = gb.find_notebook(TOY_NOTEBOOK.stem, TOY_CHAPTER)
+        assert {c.name: c.source for c in notebook.source_cells if c.name in solution_tests} == solution_tests
+        assert {c.name: c.max_score for c in notebook.grade_cells} == {"test_double": DOUBLE, "test_mean": MEAN}
+        assert {s.id for s in gb.students} <= set(run["results"])
+        for student, result in run["results"].items():
+            try:
+                sub = gb.find_submission_notebook(TOY_NOTEBOOK.stem, TOY_CHAPTER, student)
+            except MissingEntry:
+                assert result["status"] != "graded", f"{student}: graded, but not in the gradebook"
+                continue
+            assert result["status"] == "graded", f"{student}: not graded, but in the gradebook"
+            assert {g.name: g.score for g in sub.grades} == {t["name"]: t["score"] for t in result["tests"]}, student
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "pwned" not in tables
+
+
+def test_isolation_is_reported_as_it_was(run):
+    for student, result in run["results"].items():
+        if result["status"] != "graded":
+            continue
+        iso = result["isolation"]
+        assert iso["process_group"], student
+        assert iso["network_isolated"] == iso["paths_hidden"] == isolation_available(), (student, iso)
+        assert iso["separate_user"] == (not learner_runs_as_grader()), (student, iso)
+
+
+def test_no_learner_process_is_left(run):
+    slots = {grade_module.UID_BASE + k for k in range(JOBS)}
+    left = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry.stat().st_uid in slots
+                                         or FORK_MARKER.encode() in (entry / "cmdline").read_bytes()):
+                left.append((entry.name, (entry / "cmdline").read_bytes()[:80]))
+        except OSError:
+            pass
+    assert not left
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# One test per case: the outcome its catalogue entry declares
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", case_params())
+def test_case(run, case: Case):
+    o = outcome(run, case.name)
+    expect = case.expect
+    assert o.result is not None and o.row is not None, f"{case.name}: no result at all"
+    why = f"{case.name} ({case.probe}):\n  {describe(o)}"
+    status = expect.get("status", "graded")
+    assert o.result["status"] == o.row["status"] == status, why
+    if expect.get("score") is None:
+        assert o.row["score"] == "", why
+    else:
+        assert o.result["max_score"] == FULL, why
+        assert o.result["score"] == float(o.row["score"]) == expect["score"], why
+    tests = {t["name"]: t for t in o.result["tests"]}
+    for name in expect.get("passed", []):
+        assert tests[name]["status"] == "passed", why
+    for name in expect.get("failed", []):
+        assert tests[name]["status"] == "failed", why
+    for name, text in expect.get("output", {}).items():
+        assert text in tests[name]["output"], why
+
+    remarks = expect.get("remarks", [])
+    assert len(o.result["remarks"]) == len(remarks), why
+    for text in remarks:
+        assert any(text in r for r in o.result["remarks"]) and text in o.row["remarks"], why
+    problems = expect.get("problems", [])
+    assert len(o.problems) == len(problems), why
+    for text in problems:
+        assert any(text in p["problem"] for p in o.problems), why
+    assert any(p["graded"] == "no" for p in o.problems) == expect.get("blocking", False), why
+    if status == "graded":
+        assert (o.workspace / "feedback" / case.name / CHAPTER / "toy.html").is_file(), why
+    if "check" in expect:
+        assert expect["check"](o) is not False, why
