@@ -18,7 +18,7 @@ help:
 	@echo "make check NB=exercises/ch01_tokens/tokens.ipynb   self-check an exercise notebook"
 	@echo "make exercises  regenerate the student notebooks in exercises/ from solutions/"
 	@echo "make tokenizer  retrain the course tokenizer (gptcourse/data/course_bpe.json)"
-	@echo "make grade SUBMISSIONS=dir WORKSPACE=dir   grade submissions/<student>/<chapter>/<nb>.ipynb"
+	@echo "make grade SUBMISSIONS=dir WORKSPACE=dir [ARGS=\"--jobs 2\"]   grade <student>/<chapter>/<nb>.ipynb (python -m autograder.grade -h)"
 	@echo "make bench      print the benchmarks"
 
 install: $(STAMP)
@@ -58,7 +58,7 @@ tokenizer: $(STAMP)
 
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(WORKSPACE)" || { echo "Usage: make grade SUBMISSIONS=path/to/submissions WORKSPACE=path/outside/repo"; exit 2; }
-	$(BIN)/python -m autograder.grade "$(SUBMISSIONS)" --workspace "$(WORKSPACE)"
+	$(BIN)/python -m autograder.grade "$(SUBMISSIONS)" --workspace "$(WORKSPACE)" $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bpe_training
@@ -66,6 +66,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.attention
 	$(BIN)/python -m benchmarks.gpt_model
 	$(BIN)/python -m benchmarks.book_build
+	$(BIN)/python -m benchmarks.grading
 
 clean:
 	rm -rf _build

@@ -2,8 +2,8 @@
 
     python -m autograder.execute IN.ipynb OUT.ipynb --timeout 600 [--progress FILE]
 
-``autograder.worker`` starts this under ``autograder.sandbox.run_sandboxed``, as an unprivileged user, in a folder
-that holds nothing but the notebook to run. It deliberately imports neither nbgrader nor the gradebook: the learner's
+``autograder.worker`` starts this under ``autograder.sandbox.run_sandboxed`` (a uid of its own, or root without
+capabilities), in a folder that holds nothing but the notebook to run. It deliberately imports neither nbgrader nor the gradebook: the learner's
 kernel is a child of this process, so whatever this process could open, the learner's code could open too.
 
 * ``IN.ipynb`` is read, then deleted before the kernel starts: the notebook holds the hidden tests, and a learner's
@@ -14,7 +14,7 @@ kernel is a child of this process, so whatever this process could open, the lear
   notebook nor this process's memory.
 * A cell that kills the kernel (``os._exit``, a segfault) ends the run: ``OUT.ipynb`` is written with the cells run
   so far and the crash recorded in ``metadata.gptcourse_execution``; the worker re-runs with that cell neutralised.
-* Grading setup runs first in the kernel (``SETUP``): Python and NumPy seeded; on a GPU, TF32 off.
+* Grading setup runs first in the kernel (``setup_code``): every generator seeded; on a GPU, TF32 off.
 
 Exit status: 0 the notebook ran (cells may have failed, which is the learner's business); 3 the kernel died.
 """
@@ -28,20 +28,34 @@ from pathlib import Path
 #: Characters of output one cell may produce; the rest is dropped with a note (nbgrader later trims lines too).
 MAX_CELL_OUTPUT = 200_000
 CUT_NOTE = "\n[... output cut by the grader: the cell printed more than {limit:,} characters ...]\n"
-#: Runs in the kernel before the learner's first cell. Importing torch costs seconds, so only a GPU run pays it.
-SETUP = """\
-import os as _os, random as _random
+#: Runs in the kernel before the learner's first cell: every generator seeded by ``gptcourse.seed.set_seed`` (the
+#: course's one place for seeding) and, on a GPU, TF32 off. Importing torch costs seconds, so a notebook that never
+#: mentions torch or the course library gets Python and NumPy seeded without it.
+SETUP_TORCH = """\
+import os as _os
+from gptcourse.seed import exact_gpu_maths as _exact, set_seed as _seed
+_seed(0)
+if _os.environ.get("GPTCOURSE_DEVICE", "").startswith("cuda"):
+    _exact()
+del _os, _exact, _seed
+"""
+SETUP_LIGHT = """\
+import random as _random
 _random.seed(0)
 try:
     import numpy as _np
     _np.random.seed(0)
 except ImportError:
     pass
-if _os.environ.get("GPTCOURSE_DEVICE", "").startswith("cuda"):
-    from gptcourse.seed import exact_gpu_maths as _exact
-    _exact()
-del _os, _random
 """
+
+
+def setup_code(nb) -> str:
+    uses_torch = any(word in cell.get("source", "") for cell in nb.cells if cell.get("cell_type") == "code"
+                     for word in ("torch", "gptcourse"))
+    return SETUP_TORCH if uses_torch else SETUP_LIGHT
+
+
 KERNEL_DIED = 3
 
 
@@ -49,22 +63,25 @@ def make_client(nb, timeout: int, progress: Path | None, cwd: Path):
     from nbclient import NotebookClient
     from nbformat import NotebookNode
 
+    sizes: dict[int, int] = {}  # characters of output so far, per cell
+
     class GradingClient(NotebookClient):
         """nbclient with progress marks, capped output, and errors recorded as nbgrader's Execute records them."""
 
-        _sizes: dict[int, int] = {}
-
         def output(self, outs, msg, display_id, cell_index):
-            size = self._sizes.get(cell_index, 0)
+            size = sizes.get(cell_index, 0)
             if size >= MAX_CELL_OUTPUT:
-                return None  # already cut: drop silently (the note is there)
-            text = str(msg.get("content", {}).get("text", "")) + str(msg.get("content", {}).get("data", ""))
-            self._sizes[cell_index] = size + len(text)
-            if size + len(text) > MAX_CELL_OUTPUT:
-                note = NotebookNode(output_type="stream", name="stdout", text=CUT_NOTE.format(limit=MAX_CELL_OUTPUT))
-                outs.append(note)
-                return None
-            return super().output(outs, msg, display_id, cell_index)
+                return None  # already cut: drop the rest (the note is there)
+            content = msg.get("content", {})
+            length = len(str(content.get("text", ""))) + len(str(content.get("data", "")))
+            sizes[cell_index] = size + length
+            if size + length <= MAX_CELL_OUTPUT:
+                return super().output(outs, msg, display_id, cell_index)
+            if isinstance(content.get("text"), str):  # a stream: keep what fits
+                msg = {**msg, "content": {**content, "text": content["text"][:MAX_CELL_OUTPUT - size]}}
+                super().output(outs, msg, display_id, cell_index)
+            outs.append(NotebookNode(output_type="stream", name="stdout", text=CUT_NOTE.format(limit=MAX_CELL_OUTPUT)))
+            return None
 
     client = GradingClient(
         nb, timeout=timeout, interrupt_on_timeout=True, allow_errors=True, kernel_name="python3",
@@ -100,7 +117,7 @@ def execute(source: Path, target: Path, timeout: int, progress: Path | None) -> 
 
     nb = nbformat.read(source, as_version=4)
     source.unlink()  # the hidden tests are in memory now; nothing left on disk for the learner's code to find
-    nb.cells.insert(0, nbformat.v4.new_code_cell(SETUP))
+    nb.cells.insert(0, nbformat.v4.new_code_cell(setup_code(nb)))
     client = make_client(nb, timeout, progress, target.parent)
     status = {"dead_kernel": False}
     try:
@@ -117,6 +134,9 @@ def execute(source: Path, target: Path, timeout: int, progress: Path | None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    # nbformat imports jsonschema, which builds an optional IRI-syntax checker (rfc3987_syntax) at import: over a
+    # second per submission, for a format notebooks never use. Importing it fails fast instead.
+    sys.modules.setdefault("rfc3987_syntax", None)
     parser = argparse.ArgumentParser(prog="python -m autograder.execute", description=__doc__.split("\n")[0])
     parser.add_argument("source", type=Path)
     parser.add_argument("target", type=Path)

@@ -39,7 +39,7 @@ from autograder.report import fmt
 from autograder.results import (RESULTS_DIR, assignment_version, new_result, problem, read_result, result_path,
                                 sha256_of_files, write_result)
 from autograder.sandbox import run_sandboxed, user_switch_available
-from autograder.submissions import (IGNORED_NAMES, Problem, UsageError, extract_zip, find_solution_notebooks,
+from autograder.submissions import (IGNORED_NAMES, Problem, Submission, UsageError, extract_zip, find_solution_notebooks,
                                     scan_submissions)
 from autograder.worker import SECRET_REPO_PATHS, SandboxedExecute
 
@@ -287,6 +287,25 @@ def run_worker(job_path: Path, job: dict) -> dict:
     return result
 
 
+def make_job(sub: Submission, digest: str, problems: list[Problem], *, prepared: Path, workspace: Path,
+             submissions: Path, solutions: Path, version: str, settings: dict, jobs: int) -> dict:
+    """Everything a worker needs to grade ``sub`` (written to a JSON job file; see ``autograder.worker``)."""
+    return {
+        "student": sub.student, "chapter": sub.chapter, "notebooks": [str(p) for p in sub.notebooks],
+        "expected_notebooks": find_solution_notebooks(solutions, sub.chapter),
+        "prepared": str(prepared), "workspace": str(workspace),
+        "result_path": str(result_path(workspace, sub.student, sub.chapter)),
+        "assignment_version": version, "submission_sha256": digest, "settings": settings,
+        "problems": [problem(p.file, p.problem, p.what_to_do, p.blocking) for p in problems],
+        "remarks": list(sub.remarks), "cell_timeout": settings["cell_timeout"],
+        "submission_timeout": 3 * settings["cell_timeout"] + 60, "memory_mb": settings["memory_mb"],
+        "device": settings["device"], "threads": max(1, (os.cpu_count() or 1) // jobs),
+        # What learner code must not see: the course's secrets, the workspace, every learner's submission.
+        "hide_paths": [str(REPO_ROOT / p) for p in SECRET_REPO_PATHS] + [str(solutions), str(workspace),
+                                                                        str(submissions)],
+    }
+
+
 def result_line(result: dict) -> str:
     student, chapter = result["student"], result["chapter"]
     if result["status"] != "graded":
@@ -353,7 +372,6 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
     versions = {ch: assignment_version(solutions, ch) for ch in chapters}
 
     uid_ok = learner_uid_works(UID_BASE)
-    hide = [str(REPO_ROOT / p) for p in SECRET_REPO_PATHS] + [str(solutions), str(workspace), str(submissions)]
     todo, finished, run_problems = [], [], []
     for sub in subs:
         mine = [p for p in problems if p.student == sub.student and p.chapter == sub.chapter]
@@ -374,15 +392,8 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
             finished.append(read_result(path))
             finished[-1]["remarks"] = [*finished[-1]["remarks"]]
             continue
-        todo.append({
-            "student": sub.student, "chapter": sub.chapter, "notebooks": [str(p) for p in sub.notebooks],
-            "expected_notebooks": find_solution_notebooks(solutions, sub.chapter),
-            "prepared": str(prepared), "workspace": str(workspace), "result_path": str(path),
-            "assignment_version": versions[sub.chapter], "submission_sha256": digest, "settings": settings,
-            "problems": [problem(p.file, p.problem, p.what_to_do, p.blocking) for p in mine],
-            "remarks": list(sub.remarks), "cell_timeout": int(timeout), "submission_timeout": 3 * int(timeout) + 60,
-            "memory_mb": settings["memory_mb"], "device": device, "threads": max(1, (os.cpu_count() or 1) // jobs),
-            "hide_paths": hide})
+        todo.append(make_job(sub, digest, mine, prepared=prepared, workspace=workspace, submissions=submissions,
+                             solutions=solutions, version=versions[sub.chapter], settings=settings, jobs=jobs))
     attached = {(s.student, s.chapter) for s in subs}
     run_problems = [p.row() for p in problems if (p.student, p.chapter) not in attached]
     if not uid_ok:

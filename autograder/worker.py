@@ -244,8 +244,7 @@ def read_scores(db_url: str, chapter: str, student: str, notebooks: list[str]) -
             except MissingEntry:
                 continue
             for g in nb.grades:
-                if g.cell_type == "code" and g.auto_score is not None or g.max_score:
-                    scores[f"{name}/{g.name}"] = (float(g.score), float(g.max_score))
+                scores[f"{name}/{g.name}"] = (float(g.score), float(g.max_score))
     return scores
 
 

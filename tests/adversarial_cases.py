@@ -113,7 +113,7 @@ class Case:
 
     def files(self, toy: Toy) -> dict[str, object]:
         built = self.build(toy)
-        return built if isinstance(built, dict) else {NOTEBOOK: built}
+        return {NOTEBOOK: built} if isinstance(built, nbformat.NotebookNode) else built
 
 
 #: What ``expect`` may say. status: the result's status. score: exact points (None: not graded). passed/failed:
@@ -303,7 +303,7 @@ def memory_growing_list(toy):
         def mean(xs):
             hog = []
             while True:
-                hog.append(bytearray(10**8))
+                hog.append(bytes(10**8))  # zeroed pages are mapped lazily: fast, and the address space still grows
     """))
 
 
@@ -577,9 +577,11 @@ def network(toy):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@case("wrong answers + builtins.AssertionError replaced, builtins.__import__ wrapped, sys.modules['math'] faked, "
-      "sys.excepthook silenced: still 0", score=0.0, failed=["test_double", "test_mean"])
-def patch_builtins(toy):
+@case("wrong answers + every trick to hide a failure from outside the kernel's loop: builtins.AssertionError "
+      "replaced, builtins.__import__ wrapped, sys.modules['math'] faked, sys.excepthook silenced, IPython's "
+      "showtraceback silenced, a custom handler swallowing every exception: still 0", score=0.0,
+      failed=["test_double", "test_mean"], output={"test_double": "AssertionError: double(2) should be 4"})
+def hide_failures(toy):
     return toy.answer(mean=WRONG_MEAN, double=code("""
         import builtins, sys, types
         class NotAnAssertion(Exception):
@@ -589,13 +591,6 @@ def patch_builtins(toy):
         builtins.__import__ = lambda name, *args, **kwargs: _import(name, *args, **kwargs)
         sys.modules["math"] = types.ModuleType("math")
         sys.excepthook = lambda *args: None
-    """) + "\n\n" + WRONG_DOUBLE)
-
-
-@case("wrong answers + IPython's showtraceback silenced and a custom handler swallowing every exception: still 0",
-      score=0.0, failed=["test_double", "test_mean"])
-def hide_traceback(toy):
-    return toy.answer(mean=WRONG_MEAN, double=code("""
         ip = get_ipython()
         ip.showtraceback = lambda *args, **kwargs: None
         ip._showtraceback = lambda *args, **kwargs: None

@@ -242,7 +242,7 @@ def test_no_learner_process_is_left(run):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", case_params())
+@pytest.mark.parametrize("case", list(case_params()))
 def test_case(run, case: Case):
     o = outcome(run, case.name)
     expect = case.expect

@@ -1,0 +1,149 @@
+"""Benchmark: grading throughput, the sandbox's overhead, and the time to grade a class of Chapter 1.
+
+    python -m benchmarks.grading [--chapter ch01_tokens] [--students 50] [--sample 6]
+
+Submissions are made from the chapter's notebooks: the reference solution, the untouched stub, and one catalogued
+mistake (autograder/catalogue) per learner in turn, so the tests pass and fail as in a real class.
+
+1. ``--jobs 2`` vs ``--jobs 1`` on the same ``--sample`` submissions (target on 2 cores: >= 1.7x).
+2. One submission through our worker (throwaway course copy, sandboxed kernel, feedback) vs plain nbgrader in one
+   process (``autograde`` with the course's settings but no sandbox, then ``generate_feedback``) - the same work
+   without isolation (target: <= 1.3x).
+3. ``--students`` submissions with ``--jobs 2``: the wall-clock time for a class.
+All timings are side by side in one run, on a shared machine: read the ratios, not the seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+from autograder import catalogue
+from autograder.course import EXERCISES_DIR, GRADING_CELL_TIMEOUT, REPO_ROOT, SOLUTIONS_DIR
+from autograder.grade import DEFAULT_MEMORY_MB, UID_BASE, learner_uid_works, make_job
+from autograder.results import assignment_version, sha256_of_files
+from autograder.submissions import scan_submissions
+
+
+def solution_sources(nb) -> dict[str, str]:
+    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells
+            if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
+
+
+def filled(release, sources: dict[str, str]):
+    nb = copy.deepcopy(release)
+    for cell in nb.cells:
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if cell.get("metadata", {}).get("nbgrader", {}).get("solution") and grade_id in sources:
+            cell.source = sources[grade_id]
+    return nb
+
+
+def make_class(chapter: str, students: int, folder: Path) -> Path:
+    """``students`` submissions: correct, stub, then one catalogued mistake each, in turn."""
+    (name,) = [p.name for p in (SOLUTIONS_DIR / chapter).glob("*.ipynb")]
+    solution = nbformat.read(SOLUTIONS_DIR / chapter / name, as_version=4)
+    release = nbformat.read(EXERCISES_DIR / chapter / name, as_version=4)
+    right = solution_sources(solution)
+    mistakes = [{**right, r.grade_id: r.source} for r in catalogue.load(chapter)]
+    variants = [right, {}] + mistakes
+    for i in range(students):
+        target = folder / f"learner{i:03d}" / chapter / name
+        target.parent.mkdir(parents=True)
+        nbformat.write(filled(release, variants[i % len(variants)]), target)
+    return folder
+
+
+def grade(submissions: Path, workspace: Path, jobs: int, chapter: str) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "autograder.grade", submissions, "--workspace", workspace,
+                           "--jobs", str(jobs), "--chapter", chapter], capture_output=True, text=True, cwd=REPO_ROOT)
+    elapsed = time.perf_counter() - start
+    if proc.returncode not in (0, 1):
+        sys.exit(f"grading failed:\n{proc.stdout}\n{proc.stderr}")
+    return elapsed
+
+
+PLAIN = """
+import shutil, sys, time
+from pathlib import Path
+from autograder.course import grading_config, venv_scripts_on_path
+from nbgrader.apps import NbGraderAPI
+course, chapter, student = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+with venv_scripts_on_path():
+    api = NbGraderAPI(config=grading_config(course))
+    assert api.autograde(chapter, student, force=True, create=True)["success"]
+    assert api.generate_feedback(chapter, student, force=True)["success"]
+"""
+
+
+def plain_nbgrader(prepared: Path, notebook: Path, chapter: str, work: Path) -> float:
+    """Plain nbgrader in a fresh process (imports included, as the worker pays them): autograde + feedback."""
+    course = work / "plain"
+    shutil.rmtree(course, ignore_errors=True)
+    shutil.copytree(prepared, course)
+    (course / "submitted" / "solo" / chapter).mkdir(parents=True)
+    shutil.copyfile(notebook, course / "submitted" / "solo" / chapter / notebook.name)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", PLAIN, course, chapter, "solo"], check=True, capture_output=True,
+                   cwd=REPO_ROOT)
+    return time.perf_counter() - start
+
+
+def sandboxed_worker(sub, workspace: Path, submissions: Path, chapter: str) -> float:
+    """Our worker on one submission, as ``autograder.grade`` runs it (``--jobs 1``, default settings)."""
+    settings = {"cell_timeout": GRADING_CELL_TIMEOUT, "device": "cpu", "memory_mb": DEFAULT_MEMORY_MB}
+    job = make_job(sub, sha256_of_files(sub.notebooks), [], prepared=workspace / "prepared", workspace=workspace,
+                   submissions=submissions, solutions=SOLUTIONS_DIR,
+                   version=assignment_version(SOLUTIONS_DIR, chapter), settings=settings, jobs=1)
+    job["uid"] = UID_BASE if learner_uid_works(UID_BASE) else None
+    path = workspace / "bench-job.json"
+    path.write_text(json.dumps(job))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "autograder.worker", path], check=True, capture_output=True, cwd=REPO_ROOT)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chapter", default="ch01_tokens")
+    parser.add_argument("--students", type=int, default=50)
+    parser.add_argument("--sample", type=int, default=6, help="submissions for the --jobs comparison")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="gptcourse-bench-grading-"))
+    try:
+        sample = make_class(args.chapter, args.sample, work / "sample")
+        # 1. Throughput. A first run prepares nothing shared, so both runs pay the same chapter preparation.
+        one = grade(sample, work / "jobs1", 1, args.chapter)
+        two = grade(sample, work / "jobs2", 2, args.chapter)
+        print(f"{args.sample} submissions of {args.chapter}: --jobs 1 {one:.1f} s, --jobs 2 {two:.1f} s "
+              f"-> {one / two:.2f}x (target >= 1.7x on 2 cores)")
+        # 2. Overhead of one submission: a whole worker process vs plain nbgrader in a process, alternated.
+        subs, _, _ = scan_submissions(sample, SOLUTIONS_DIR, [args.chapter], [args.chapter])
+        ours, plain = [], []
+        for sub in subs:
+            ours.append(sandboxed_worker(sub, work / "jobs1", sample, args.chapter))
+            plain.append(plain_nbgrader(work / "jobs1" / "prepared", sub.notebooks[0], args.chapter, work))
+        mean_ours, mean_plain = sum(ours) / len(ours), sum(plain) / len(plain)
+        print(f"one submission, mean of {len(plain)}: sandboxed worker {mean_ours:.1f} s, plain nbgrader "
+              f"{mean_plain:.1f} s -> {mean_ours / mean_plain:.2f}x (target <= 1.3x)")
+        # 3. A class.
+        klass = make_class(args.chapter, args.students, work / "class")
+        total = grade(klass, work / "class-ws", 2, args.chapter)
+        print(f"{args.students} submissions of {args.chapter} with --jobs 2: {total:.0f} s "
+              f"({total / args.students:.1f} s per submission)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
