@@ -264,13 +264,10 @@ class RestoreMissingCells(OverwriteCells):
 def grading_config(root: Path, timeout: int = GRADING_CELL_TIMEOUT) -> Config:
     """Everything nbgrader needs to generate, autograde and give feedback in the workspace ``root``.
 
-    Kernel crash (current behaviour, documented on purpose; a later issue re-runs the notebook with the crashing cell
-    neutralised): when a learner's code kills the kernel (``os._exit``, a segfault, running out of memory) nbclient
-    raises ``DeadKernelError``; nbgrader's autograde catches it for that submission only, logs "There was an error
-    processing assignment", deletes the half-made autograded notebook and leaves the submission in the gradebook with
-    no automatic scores. There is no partial credit for the cells that ran before the crash and no feedback.
-    ``autograder.grade`` reports it as a problem ("autograde failed: the kernel died ..."), never as a silent 0,
-    removes the half-graded submission from the gradebook so no stale score survives, and grades the others.
+    Kernel crash: on its own, nbgrader loses the whole submission when a learner's code kills the kernel
+    (``os._exit``, a segfault): nbclient raises ``DeadKernelError`` and autograde gives up on that notebook. The
+    grading worker (``autograder.worker.SandboxedExecute``, which replaces nbgrader's Execute step) neutralises the
+    crashing cell and runs the notebook again, so only that cell's tests lose their points.
     """
     c = base_config(root)
 

@@ -3,8 +3,9 @@
     python -m autograder.execute IN.ipynb OUT.ipynb --timeout 600 [--progress FILE]
 
 ``autograder.worker`` starts this under ``autograder.sandbox.run_sandboxed`` (a uid of its own, or root without
-capabilities), in a folder that holds nothing but the notebook to run. It deliberately imports neither nbgrader nor the gradebook: the learner's
-kernel is a child of this process, so whatever this process could open, the learner's code could open too.
+capabilities), in a folder that holds nothing but the notebook to run. It deliberately imports neither nbgrader nor
+the gradebook: the learner's kernel is a child of this process, so whatever this process could open, the learner's
+code could open too.
 
 * ``IN.ipynb`` is read, then deleted before the kernel starts: the notebook holds the hidden tests, and a learner's
   code that looks for files next to itself finds none.
@@ -83,12 +84,12 @@ def make_client(nb, timeout: int, progress: Path | None, cwd: Path):
             outs.append(NotebookNode(output_type="stream", name="stdout", text=CUT_NOTE.format(limit=MAX_CELL_OUTPUT)))
             return None
 
+    message = f"the cell ran for more than {timeout} s and was interrupted"
     client = GradingClient(
         nb, timeout=timeout, interrupt_on_timeout=True, allow_errors=True, kernel_name="python3",
         resources={"metadata": {"path": str(cwd)}}, extra_arguments=["--HistoryManager.hist_file=:memory:"],
-        error_on_timeout={"ename": "CellTimeoutError",
-                          "evalue": f"the cell ran for more than {timeout} s and was interrupted",
-                          "traceback": [f"CellTimeoutError: the cell ran for more than {timeout} s and was interrupted"]})
+        error_on_timeout={"ename": "CellTimeoutError", "evalue": message,
+                          "traceback": [f"CellTimeoutError: {message}"]})
 
     def before(cell, cell_index, **_):
         if progress is not None:

@@ -23,17 +23,17 @@ import sys
 from pathlib import Path
 
 from autograder.course import SOLUTIONS_DIR, venv_scripts_on_path
+from autograder.nbgrader_steps import prepare_chapter, quiet_nbgrader_logging, test_cell_order
 from autograder.report import summary, write_grades, write_problems
 from autograder.report_page import write_report
 from autograder.results import (RESULTS_DIR, RUN_PROBLEMS_GLOB, assignment_version, read_result, result_files,
                                 result_path)
 from autograder.submissions import Problem, Submission, UsageError
+from autograder.workspace import MARKER, mark
 
 
 def collect(sources: list[Path]) -> tuple[dict[tuple[str, str], tuple[dict, Path]], list[dict]]:
     """Every result of every source, keyed by (student, chapter), and the run-level problems; refuses bad input."""
-    from autograder.grade import MARKER
-
     found: dict[tuple[str, str], tuple[dict, Path]] = {}
     duplicates, damaged, run_problems = [], [], []
     for source in sources:
@@ -139,8 +139,6 @@ def as_problems(result: dict) -> list[Problem]:
 
 
 def merge(master: Path, sources: list[Path], solutions: Path = SOLUTIONS_DIR, out=None) -> int:
-    from autograder.grade import MARKER, prepare_chapter, quiet_nbgrader_logging, test_cell_order
-
     out = out or sys.stdout
 
     def say(text: str = "") -> None:
@@ -154,8 +152,7 @@ def merge(master: Path, sources: list[Path], solutions: Path = SOLUTIONS_DIR, ou
     results = [r for r, _ in found.values()]
     versions = check_versions(results, solutions)
 
-    master.mkdir(parents=True, exist_ok=True)
-    (master / MARKER).write_text("Made by `python -m autograder.grade`; safe to delete with everything here.\n")
+    mark(master)
     for result, source in found.values():
         if source != master:
             copy_in(master, source, result)
@@ -170,7 +167,8 @@ def merge(master: Path, sources: list[Path], solutions: Path = SOLUTIONS_DIR, ou
     # Everything in the master (earlier merges included), so that grades.csv is the whole class.
     everything = sorted((read_result(p) for p in result_files(master)), key=lambda r: (r["chapter"], r["student"]))
     chapters = sorted({r["chapter"] for r in everything})
-    cell_order = {ch: test_cell_order(master / "solutions", ch) for ch in chapters if (master / "solutions" / ch).is_dir()}
+    cell_order = {ch: test_cell_order(master / "solutions", ch) for ch in chapters
+                  if (master / "solutions" / ch).is_dir()}
     subs = [as_submission(r) for r in everything]
     problems = [Problem(row["student"], row["chapter"], row["file"], row["problem"], row["what_to_do"],
                         row["graded"] == "no") for row in run_problems]

@@ -7,9 +7,8 @@ What is isolated, on Linux, and how:
 
 * **Time.** The command runs in a new session and process group (``start_new_session=True``). On timeout the whole
   group gets SIGKILL, grandchildren included, and the group is killed again after the command exits, so nothing it
-  started in the background outlives it. A process that calls ``setsid()``/``setpgid()`` itself leaves the group
-  and escapes this (and, if it holds our pipes, costs ``DRAIN_S`` of waiting), unless the command ran as a
-  dedicated user (``run_as``): then every process of that uid is killed as well.
+  started in the background outlives it. A process that calls ``setsid()`` itself leaves the group; it still dies
+  with the PID namespace (below), or with its dedicated user (``run_as``); without either it escapes.
 * **Memory.** ``RLIMIT_AS`` caps the address space: an allocation past it fails *inside* the child (Python raises
   ``MemoryError``) instead of making the host swap or wake the OOM killer. It counts virtual memory, not RAM, so
   leave room: importing torch maps far more than it touches (it fails under 1 GB, works under 2 GB here), every
@@ -17,28 +16,28 @@ What is isolated, on Linux, and how:
   says ``"memory"`` when the child exited non-zero and its stderr shows an allocation failure; that is the child's
   own report, read honestly, not a kernel signal (a program may print "MemoryError" and exit 1 on purpose).
 * **Processes.** ``RLIMIT_NPROC`` bounds forking, but the kernel counts it per *real uid* over the whole machine
-  (the grader's own processes included), and does not enforce it at all for root or a process with
-  CAP_SYS_RESOURCE / CAP_SYS_ADMIN: see ``nproc_limit_enforced()``. Run grading under a dedicated unprivileged
-  user for this limit to mean anything. Whatever was forked is still in the group and dies with it.
+  and never enforces it for uid 0 (``nproc_limit_enforced()``): it means something only with ``run_as``. Whatever
+  was forked dies with the group (and the namespace).
 * **Files and cores.** ``RLIMIT_FSIZE`` caps the size of any file the command writes (Python gets
   ``OSError: File too large``); ``RLIMIT_CORE`` is 0, so a crash leaves no core dump.
 * **Output.** stdout and stderr are read together as they come (a child blocked on a full pipe cannot deadlock us)
   and kept up to ``max_output_bytes`` each; past that the group is killed (``killed_reason="output"``) and the text
   ends with a marker, so a ``while True: print()`` never fills the grader's memory.
-* **Network.** With ``network=False`` the command runs in a new, empty network namespace (``unshare --net``, which
-  needs CAP_SYS_ADMIN, i.e. root; ``unshare --user --map-root-user`` could do it unprivileged, not tried here)
-  where only the loopback interface exists; it is brought up because Jupyter kernels talk to their client over TCP
-  on 127.0.0.1. Where ``unshare`` is not permitted the command runs *with* the network and ``network_isolated`` is
-  False: the caller must check it and decide.
-
-* **User.** With ``run_as`` (and this process root) the command runs as that uid through ``setpriv``: no
-  capabilities, no supplementary groups, no way back to root; RLIMIT_NPROC is then enforced.
-* **Files.** With ``hide_paths`` (and the namespaces above permitted) each folder is covered by an empty read-only
-  tmpfs, in the command's mount namespace only: the solutions, the gradebook, other learners' work.
+* **Namespaces** (``network=False``, where ``unshare`` is permitted: it needs CAP_SYS_ADMIN, i.e. root). The command
+  runs in new network, mount and PID namespaces. Network: only loopback, brought up because Jupyter kernels talk
+  to their client over TCP on 127.0.0.1. PID: it sees only its own processes (no grader process to signal or
+  inspect), and when it ends the kernel kills everything left in the namespace. Mount: ``hide_paths`` are covered
+  by an empty tmpfs of mode 000, ``read_only_paths`` are re-mounted read-only, for the command only. Where
+  ``unshare`` is not permitted, none of this happens and the result says so (``network_isolated`` False): the
+  caller must check it and decide.
+* **Privileges.** As root, the command runs as ``run_as`` (a uid dedicated to it: no capabilities, no
+  supplementary groups, no way back; every process of that uid is killed afterwards) or, without ``run_as``, still
+  as uid 0 but with every capability dropped: it cannot undo the mounts, read what mode 000 hides, or override
+  file permissions (it still owns root's files outside the read-only paths: make those paths cover what matters).
 
 What is **not** isolated: the rest of the filesystem. The command sees every other file its user may read or write;
-the caller runs it in a throwaway folder. Environment variables are passed as given: give ``env`` a minimal dict, not ``os.environ``,
-so no secret reaches learner code. Stdin is empty.
+the caller runs it in a throwaway folder. Environment variables are passed as given: give ``env`` a minimal dict,
+not ``os.environ``, so no secret reaches learner code. Stdin is empty.
 """
 
 from __future__ import annotations

@@ -201,7 +201,8 @@ def extract_zip(archive: Path, target: Path, known_chapters: list[str]) -> Path:
         with zipfile.ZipFile(archive) as zf:
             members = zf.infolist()
             if len(members) > ZIP_MAX_FILES:
-                raise UsageError(f"{archive} has {len(members):,} entries (limit {ZIP_MAX_FILES:,}); is it the right file?")
+                raise UsageError(f"{archive} has {len(members):,} entries (limit {ZIP_MAX_FILES:,}); "
+                                 "is it the right file?")
             total = sum(m.file_size for m in members)
             if total > ZIP_MAX_TOTAL_BYTES:
                 raise UsageError(f"{archive} would unpack to {total / 2**30:.1f} GB (limit "

@@ -33,6 +33,7 @@ from autograder import results as res
 from autograder.course import (REPO_ROOT, TIMEOUT_ENAME, HideHiddenTests, grading_config, is_test_cell,
                                venv_scripts_on_path)
 from autograder.execute import KERNEL_DIED
+from autograder.nbgrader_steps import last_error_line, quiet_nbgrader_logging, write_log
 from autograder.sandbox import run_sandboxed
 from nbgrader.preprocessors import NbGraderPreprocessor
 
@@ -85,7 +86,8 @@ class SandboxedExecute(NbGraderPreprocessor):
                 where = "before the first cell" if index is None or index < 0 else f"in cell {index + 1}"
                 said = [line.strip() for line in sandbox["stderr_tail"].splitlines() if line.strip()]
                 raise RuntimeError(f"GradingSandboxError: the sandbox stopped ({reason}) {where} and could not "
-                                   f"recover after {len(killed)} restart(s)" + (f"; it said: {said[-1]}" if said else ""))
+                                   f"recover after {len(killed)} restart(s)"
+                                   + (f"; it said: {said[-1]}" if said else ""))
             self.log.warning("Sandbox stopped (%s) in cell %s: neutralising it and running again", reason, index)
             killed[index] = reason
         from nbformat.v4 import new_output
@@ -250,7 +252,6 @@ def read_scores(db_url: str, chapter: str, student: str, notebooks: list[str]) -
 
 def grade_job(job: dict) -> dict:
     """Grade the submission described by ``job``; the result (also written to the workspace)."""
-    from autograder.grade import last_error_line, quiet_nbgrader_logging, write_log
     from nbgrader.apps import NbGraderAPI
 
     start = time.monotonic()
