@@ -214,7 +214,7 @@ class HideHiddenTests(NbGraderPreprocessor):
 
 
 class RestoreMissingCells(OverwriteCells):
-    """nbgrader's OverwriteCells with a sturdier ``add_missing_cells``.
+    """nbgrader's OverwriteCells with sturdier ``add_missing_grade_cells`` and ``add_missing_task_cells``.
 
     nbgrader 0.9.6 puts a missing test cell right after the *previous* nbgrader cell of the source notebook and
     raises ``KeyError`` when that cell is missing too or is not a grade/solution cell (a locked markdown cell, or a
@@ -253,6 +253,19 @@ class RestoreMissingCells(OverwriteCells):
                 nb.cells.insert(min(after), new_cell)
             else:
                 nb.cells.append(new_cell)
+        return nb, resources
+
+    def add_missing_task_cells(self, nb, resources):
+        """As nbgrader's, but a cell whose nbgrader metadata has no grade_id is skipped instead of raising KeyError:
+        nbgrader's DeduplicateIds leaves exactly that on the copy of a duplicated cell (Jupyter's "duplicate cell"
+        copies the metadata), and 0.9.6 would then fail the whole submission."""
+        source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
+        order = [cell.name for cell in source_nb.source_cells]
+        present = {cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") for cell in nb.cells}
+        for task_cell in source_nb.task_cells:
+            if task_cell.name not in present:
+                source = source_nb.source_cells[order.index(task_cell.name)]
+                nb.cells.append(self.missing_cell_transform(source, task_cell.max_score, is_task=True))
         return nb, resources
 
 

@@ -17,7 +17,12 @@ code could open too.
   so far and the crash recorded in ``metadata.gptcourse_execution``; the worker re-runs with that cell neutralised.
 * Grading setup runs first in the kernel (``setup_code``): every generator seeded; on a GPU, TF32 off.
 
-Exit status: 0 the notebook ran (cells may have failed, which is the learner's business); 3 the kernel died.
+* A cell that ignores the interrupt at its timeout (it keeps the kernel busy: every later cell would time out too)
+  ends the run the same way (``KernelStuck``).
+* The process makes itself non-dumpable: the kernel, same user, cannot read the hidden tests from its memory.
+
+Exit status: 0 the notebook ran (cells may have failed, which is the learner's business); 3 the kernel died;
+4 a cell ignored the interrupt at its timeout.
 """
 
 from __future__ import annotations
@@ -58,6 +63,30 @@ def setup_code(nb) -> str:
 
 
 KERNEL_DIED = 3
+KERNEL_STUCK = 4
+#: Seconds a kernel gets to answer after a timed-out cell was interrupted; silence means the cell ignores SIGINT.
+ANSWER_AFTER_INTERRUPT_S = 10
+
+
+class KernelStuck(Exception):
+    """The kernel did not come back after its cell was interrupted: every later cell would time out too."""
+
+
+async def kernel_answers(kc, seconds: float) -> bool:
+    """Whether the kernel answers a kernel_info request within ``seconds`` (it is not busy any more)."""
+    import queue
+    import time
+
+    msg_id = kc.kernel_info()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            msg = await kc.get_shell_msg(timeout=0.5)
+        except queue.Empty:
+            continue
+        if msg.get("parent_header", {}).get("msg_id") == msg_id:
+            return True
+    return False
 
 
 def make_client(nb, timeout: int, progress: Path | None, cwd: Path):
@@ -96,7 +125,7 @@ def make_client(nb, timeout: int, progress: Path | None, cwd: Path):
             with open(progress, "a", encoding="utf-8") as fh:
                 fh.write(f"{cell_index - 1}\n")  # minus the setup cell: indices of the learner's notebook
 
-    def after(cell, cell_index, execute_reply, **_):
+    async def after(cell, cell_index, execute_reply, **_):
         # As nbgrader's Execute: an error the kernel replied with but did not display (a timeout) is added as an
         # output, so the grade sees it.
         content = execute_reply.get("content", {})
@@ -106,6 +135,8 @@ def make_client(nb, timeout: int, progress: Path | None, cwd: Path):
             cell.outputs.append(NotebookNode(output_type="error", ename=content.get("ename", "Error"),
                                              evalue=content.get("evalue", ""),
                                              traceback=content.get("traceback") or [content.get("ename", "Error")]))
+        if content.get("ename") == "CellTimeoutError" and not await kernel_answers(client.kc, ANSWER_AFTER_INTERRUPT_S):
+            raise KernelStuck(cell_index - 1)
 
     client.on_cell_execute = before
     client.on_cell_executed = after
@@ -120,21 +151,36 @@ def execute(source: Path, target: Path, timeout: int, progress: Path | None) -> 
     source.unlink()  # the hidden tests are in memory now; nothing left on disk for the learner's code to find
     nb.cells.insert(0, nbformat.v4.new_code_cell(setup_code(nb)))
     client = make_client(nb, timeout, progress, target.parent)
-    status = {"dead_kernel": False}
+    status = {"dead_kernel": False, "stuck": False}
     try:
         client.execute()
     except DeadKernelError as exc:
-        status = {"dead_kernel": True, "detail": str(exc)[:500]}
+        status = {"dead_kernel": True, "stuck": False, "detail": str(exc)[:500]}
+    except KernelStuck:
+        status = {"dead_kernel": False, "stuck": True}
     setup = nb.cells.pop(0)
     errors = [o for o in setup.get("outputs", []) if o.get("output_type") == "error"]
     if errors:  # the grading environment itself is broken: say so rather than blame the learner
         status["setup_error"] = f"{errors[0].get('ename')}: {errors[0].get('evalue')}"
     nb.metadata["gptcourse_execution"] = status
     nbformat.write(nb, target)
-    return KERNEL_DIED if status["dead_kernel"] else 0
+    return KERNEL_DIED if status["dead_kernel"] else KERNEL_STUCK if status["stuck"] else 0
+
+
+def not_dumpable() -> None:
+    """Make this process's memory (which holds the hidden tests) unreadable through /proc/<pid>/mem to the kernel,
+    which runs as the same user: Linux then allows that only with CAP_SYS_PTRACE."""
+    import ctypes
+
+    PR_SET_DUMPABLE = 4
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: nothing to protect this way
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
+    not_dumpable()
     # nbformat imports jsonschema, which builds an optional IRI-syntax checker (rfc3987_syntax) at import: over a
     # second per submission, for a format notebooks never use. Importing it fails fast instead.
     sys.modules.setdefault("rfc3987_syntax", None)

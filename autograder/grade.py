@@ -40,16 +40,18 @@ from autograder.results import (RESULTS_DIR, assignment_version, new_result, pro
 from autograder.sandbox import run_sandboxed, user_switch_available
 from autograder.submissions import (Problem, Submission, UsageError, extract_zip, find_solution_notebooks,
                                     scan_submissions)
-from autograder.worker import SECRET_REPO_PATHS, SandboxedExecute
+from autograder.worker import LEARNER_REACHABLE, SECRET_REPO_PATHS, SandboxedExecute
 from autograder.workspace import check_workspace, mark
 
 # --------------------------------------------------------------------------------------------------------------------
 # Running the jobs
 # --------------------------------------------------------------------------------------------------------------------
 
-#: Learner code of worker slot k runs as uid UID_BASE + k when grading as root: a uid nothing else uses, so that
-#: the process limit counts only that slot and every leftover process of it can be killed.
+#: When grading as root, learner code of worker slot k runs as uid ``learner_uids()[k]``: a uid nothing else uses,
+#: so that the process limit counts only that slot and every leftover process of it can be killed afterwards.
+#: Uids come from this run's pid, so two grading runs on one machine never share (and never kill) each other's.
 UID_BASE = int(os.environ.get("GPTCOURSE_GRADING_UID_BASE", "2000000000"))
+MAX_JOBS = 256
 #: Address-space limit for learner code on CPU (importing torch alone maps ~2 GB of it); none on a GPU.
 DEFAULT_MEMORY_MB = 8192
 
@@ -80,8 +82,14 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
+def learner_uids(jobs: int) -> list[int]:
+    """This run's uids for learner code, one per worker slot (below 2**32 - 1 for any Linux pid)."""
+    return [UID_BASE + os.getpid() * MAX_JOBS + slot for slot in range(jobs)]
+
+
 def learner_uid_works(uid: int) -> bool:
-    """Whether learner code can run as ``uid`` here: root, setpriv, and a Python that uid may read."""
+    """Whether learner code can run as ``uid`` here: root, setpriv, and this Python reachable by that uid (in the
+    sandbox, which exposes a Python installed in a private folder such as /root)."""
     if not user_switch_available():
         return False
     probe = Path(tempfile.mkdtemp(prefix="gptcourse-probe-"))
@@ -90,8 +98,8 @@ def learner_uid_works(uid: int) -> bool:
         # The kernel is a grandchild: the uid must be able to start this Python itself, with the same stdlib.
         check = (f"import os, subprocess, sys; assert os.__file__ == {os.__file__!r}; "
                  "subprocess.run([sys.executable, '-c', 'import nbclient, autograder.execute'], check=True)")
-        result = run_sandboxed([sys.executable, "-c", check], cwd=probe, timeout_s=120, network=True, run_as=uid,
-                               env={"PATH": "/usr/bin:/bin", "HOME": str(probe)})
+        result = run_sandboxed([sys.executable, "-c", check], cwd=probe, timeout_s=120, run_as=uid,
+                               reachable_paths=LEARNER_REACHABLE, env={"PATH": "/usr/bin:/bin", "HOME": str(probe)})
         return result.returncode == 0
     finally:
         shutil.rmtree(probe, ignore_errors=True)
@@ -187,8 +195,8 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
     for chapter in wanted or []:
         if chapter not in known:
             raise UsageError(f"Unknown chapter '{chapter}'. Chapters with solutions: {', '.join(known)}.")
-    if jobs < 1:
-        raise UsageError("--jobs must be at least 1.")
+    if not 1 <= jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs must be between 1 and {MAX_JOBS}.")
     gpus = visible_gpus() if device == "cuda" else []
     if device == "cuda" and not gpus:
         raise UsageError("--device cuda, but no CUDA GPU is visible here. Use --device cpu, or run on a GPU runner.")
@@ -215,7 +223,8 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
         say(f"  ✗ could not prepare {chapter}: {why}")
     versions = {ch: assignment_version(solutions, ch) for ch in chapters}
 
-    uid_ok = learner_uid_works(UID_BASE)
+    uids = learner_uids(jobs)
+    uids = uids if learner_uid_works(uids[0]) else None
     todo, finished, run_problems = [], [], []
     for sub in subs:
         mine = [p for p in problems if p.student == sub.student and p.chapter == sub.chapter]
@@ -240,7 +249,7 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
                              solutions=solutions, version=versions[sub.chapter], settings=settings, jobs=jobs))
     attached = {(s.student, s.chapter) for s in subs}
     run_problems = [p.row() for p in problems if (p.student, p.chapter) not in attached]
-    if not uid_ok:
+    if uids is None:
         run_problems.append(Problem("", "", "", "learner code ran as the grader's own user (not root, no setpriv, "
                                     "or the Python is not readable by another user)",
                                     "grade as root in the container (see autograder/deploy/README.md) for a "
@@ -255,7 +264,7 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
     for result in finished:
         if result["status"] != "graded":
             say(result_line(result))
-    finished += run_jobs(todo, workspace, jobs, gpus, uid_ok, out, say)
+    finished += run_jobs(todo, workspace, jobs, gpus, uids, out, say)
     if shard:
         say(f"\nShard {shard[0]}/{shard[1]}: {len(subs)} submission(s), results in {workspace / RESULTS_DIR}.")
         say("When every shard is done: python -m autograder.merge --workspace MASTER SHARD_WORKSPACE ...")
@@ -263,7 +272,8 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
     return merge(workspace, [workspace], solutions=solutions, out=out)
 
 
-def run_jobs(todo: list[dict], workspace: Path, jobs: int, gpus: list[str], uid_ok: bool, out, say) -> list[dict]:
+def run_jobs(todo: list[dict], workspace: Path, jobs: int, gpus: list[str], uids: list[int] | None, out,
+             say) -> list[dict]:
     """Grade the jobs, ``jobs`` at a time; each worker slot has its own uid and (on CUDA) its own GPU."""
     import queue
     from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -280,7 +290,7 @@ def run_jobs(todo: list[dict], workspace: Path, jobs: int, gpus: list[str], uid_
     def work(index: int, job: dict) -> dict:
         slot = slots.get()
         try:
-            job = {**job, "uid": UID_BASE + slot if uid_ok else None, "gpu": gpus[slot % len(gpus)] if gpus else None}
+            job = {**job, "uid": uids[slot] if uids else None, "gpu": gpus[slot % len(gpus)] if gpus else None}
             job_path = jobs_dir / f"{index:06d}.json"
             job_path.write_text(json.dumps(job, indent=1))
             return run_worker(job_path, job)

@@ -22,7 +22,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from autograder.course import SOLUTIONS_DIR, venv_scripts_on_path
+from autograder.course import REPO_ROOT, SOLUTIONS_DIR, venv_scripts_on_path
 from autograder.nbgrader_steps import prepare_chapter, quiet_nbgrader_logging, test_cell_order
 from autograder.report import summary, write_grades, write_problems
 from autograder.report_page import write_report
@@ -146,6 +146,9 @@ def merge(master: Path, sources: list[Path], solutions: Path = SOLUTIONS_DIR, ou
 
     master, solutions = master.expanduser().resolve(), solutions.expanduser().resolve()
     sources = [s.expanduser().resolve() for s in sources]
+    if master.is_relative_to(REPO_ROOT) or REPO_ROOT.is_relative_to(master):
+        raise UsageError(f"The master workspace {master} overlaps the course repository ({REPO_ROOT}); grading "
+                         "files must stay out of it. Choose a folder outside, e.g. ~/grading/master.")
     if master.exists() and any(master.iterdir()) and not (master / MARKER).exists():
         raise UsageError(f"{master} exists, is not empty and is not a grading workspace; choose a new folder.")
     found, run_problems = collect(sources)

@@ -47,8 +47,10 @@ import os
 import re
 import resource
 import selectors
+import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -102,36 +104,55 @@ def _namespaces_permitted() -> bool:
     return probe.returncode == 0
 
 
-# Runs inside the new namespaces: loopback up; each read-only path bind-mounted read-only onto itself; each path to
-# hide covered by an empty tmpfs of mode 000. Mounts are private to this namespace (``unshare`` makes them so).
-# Then exec the command in place. Absolute paths: the caller's env may have no PATH.
-# Arguments: read-only paths, "--", paths to hide, "--", the command.
-_SETUP_SCRIPT = """\
-fail() {{ echo "sandbox: $*" >&2; exit 125; }}
-{ip} link set lo up || fail "cannot bring loopback up"
-while [ "$1" != "--" ]; do
-    {mount} --bind "$1" "$1" && {mount} -o remount,bind,ro "$1" || fail "cannot make $1 read-only"
-    shift
-done
-shift
-while [ "$1" != "--" ]; do
-    {mount} -t tmpfs -o ro,size=4k,mode=0 sandbox-hidden "$1" || fail "cannot hide $1"
-    shift
-done
-shift
-exec "$@"
-"""
+def _private_ancestor(path: Path) -> Path | None:
+    """The outermost folder above ``path`` that other users may not enter (no o+x), e.g. /root; None if none."""
+    for ancestor in reversed(path.parents):
+        if ancestor != Path("/") and not ancestor.stat().st_mode & stat.S_IXOTH:
+            return ancestor
+    return None
 
 
-def _netns_prefix(hide_paths: Sequence[str] = (), read_only_paths: Sequence[str] = ()) -> tuple[str, ...] | None:
+def _setup_script(read_only: Sequence[str], hidden: Sequence[str], reachable: Sequence[str]) -> str:
+    """The shell script that runs first inside the new namespaces (as root, before privileges are dropped).
+
+    * loopback up;
+    * each ``reachable`` path inside a private folder (the Python under /root, mode 0700) is made reachable for
+      another uid: the folder is covered by an empty tmpfs of mode 0755 and only that path is mounted back into it;
+    * each read-only path bind-mounted read-only onto itself; each hidden path covered by an empty tmpfs of mode 000.
+    Mounts are private to this namespace (``unshare`` makes them so). Then exec the command in place."""
+    q, mount = shlex.quote, shutil.which("mount") or "/bin/mount"
+    lines = ['fail() { echo "sandbox: $*" >&2; exit 125; }',
+             f'{q(shutil.which("ip"))} link set lo up || fail "cannot bring loopback up"']
+    covers: dict[Path, list[Path]] = {}
+    for path in map(Path, reachable):
+        if (ancestor := _private_ancestor(path)) is not None:
+            covers.setdefault(ancestor, []).append(path)
+    for n, (cover, paths) in enumerate(covers.items()):
+        # Staged outside every covered folder: a fresh root-only folder in /tmp, removed once empty again.
+        lines.append(f'stage=$(mktemp -d /tmp/.sandbox-stage-{n}.XXXXXX) || fail "cannot stage"')
+        lines += [f"mkdir \"$stage/{i}\" && {mount} --rbind {q(str(p))} \"$stage/{i}\" || fail 'cannot stage {p}'"
+                  for i, p in enumerate(paths)]
+        lines.append(f"{mount} -t tmpfs -o mode=0755,size=64k sandbox-private {q(str(cover))} || "
+                     f"fail 'cannot cover {cover}'")
+        lines += [f"mkdir -p {q(str(p))} && {mount} --move \"$stage/{i}\" {q(str(p))} || fail 'cannot expose {p}'"
+                  for i, p in enumerate(paths)]
+        lines.append(f'rm -r "$stage"')
+    lines += [f"{mount} --bind {q(p)} {q(p)} && {mount} -o remount,bind,ro {q(p)} || fail 'cannot make {p} read-only'"
+              for p in read_only]
+    lines += [f"{mount} -t tmpfs -o ro,size=4k,mode=0 sandbox-hidden {q(p)} || fail 'cannot hide {p}'" for p in hidden]
+    lines.append('exec "$@"')
+    return "\n".join(lines) + "\n"
+
+
+def _netns_prefix(hide_paths: Sequence[str] = (), read_only_paths: Sequence[str] = (),
+                  reachable_paths: Sequence[str] = ()) -> tuple[str, ...] | None:
     """The argv prefix that runs a command in new network, mount and PID namespaces (no network but loopback; it
-    sees only its own processes, and when it ends they all die), with ``read_only_paths`` read-only and
-    ``hide_paths`` hidden; None where the namespaces are not permitted. The command's argv follows the prefix."""
+    sees only its own processes, and when it ends they all die), set up by ``_setup_script``; None where the
+    namespaces are not permitted. The command's argv follows the prefix."""
     if not _namespaces_permitted():
         return None
-    script = _SETUP_SCRIPT.format(ip=shutil.which("ip"), mount=shutil.which("mount") or "/bin/mount")
-    return (shutil.which("unshare"), *NAMESPACES, "--", "/bin/sh", "-c", script, "sandbox",
-            *read_only_paths, "--", *hide_paths, "--")
+    script = _setup_script(read_only_paths, hide_paths, reachable_paths)
+    return (shutil.which("unshare"), *NAMESPACES, "--", "/bin/sh", "-c", script, "sandbox")
 
 
 def _no_privileges_prefix() -> tuple[str, ...] | None:
@@ -253,7 +274,7 @@ def run_sandboxed(argv: Sequence[str | os.PathLike], *, cwd: str | os.PathLike, 
                   max_output_bytes: int = 1_000_000, max_file_bytes: int | None = 100 * 2**20,
                   network: bool = False, env: Mapping[str, str] | None = None, run_as: int | None = None,
                   hide_paths: Sequence[str | os.PathLike] = (), read_only_paths: Sequence[str | os.PathLike] = (),
-                  drop_privileges: bool = True) -> SandboxResult:
+                  reachable_paths: Sequence[str | os.PathLike] = (), drop_privileges: bool = True) -> SandboxResult:
     """Run ``argv`` in ``cwd`` with the limits above; return once it exited or was killed.
 
     ``run_as``: a uid *dedicated to this sandbox* (nothing else may run as it) to run the command as, when this
@@ -274,7 +295,8 @@ def run_sandboxed(argv: Sequence[str | os.PathLike], *, cwd: str | os.PathLike, 
     # Outermost only: once a folder is covered, nothing inside it exists to be covered.
     hidden = sorted(str(p) for p in folders if not any(p != q and p.is_relative_to(q) for q in folders))
     read_only = [str(Path(p).resolve()) for p in read_only_paths if Path(p).is_dir()]
-    prefix = None if network else _netns_prefix(hidden, read_only)
+    reachable = [str(Path(p).resolve()) for p in reachable_paths if Path(p).is_dir()] if as_user else []
+    prefix = None if network else _netns_prefix(hidden, read_only, reachable)
     if prefix:
         argv = [*prefix, *argv]
     out, err = _Capture(max_output_bytes), _Capture(max_output_bytes)

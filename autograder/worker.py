@@ -32,7 +32,7 @@ from traitlets import Dict, Integer, List
 from autograder import results as res
 from autograder.course import (REPO_ROOT, TIMEOUT_ENAME, HideHiddenTests, grading_config, is_test_cell,
                                venv_scripts_on_path)
-from autograder.execute import KERNEL_DIED
+from autograder.execute import KERNEL_DIED, KERNEL_STUCK
 from autograder.nbgrader_steps import last_error_line, quiet_nbgrader_logging, write_log
 from autograder.sandbox import run_sandboxed
 from nbgrader.preprocessors import NbGraderPreprocessor
@@ -42,16 +42,19 @@ KILLED_ENAME = "CellKilledByGrader"
 KILLED_MESSAGES = {
     "kernel": "this cell crashed the Python kernel (os._exit, a segfault, or an abort in a library)",
     "timeout": "this cell was still running when the submission's time budget ran out",
+    "stuck": "this cell ran past its time limit and did not stop when interrupted",
     "memory": "this cell used more memory than the grader allows",
     "output": "this cell printed more than the grader keeps",
     "unknown": "the grading sandbox stopped while this cell ran",
 }
 SKIPPED_NOTE = "; it was skipped so that the rest of the notebook could be graded"
 #: Short labels for grades.csv remarks (and the report's failure categories).
-KILLED_LABELS = {"kernel": "kernel crash", "timeout": "timeout", "memory": "memory limit", "output": "output cut",
+KILLED_LABELS = {"kernel": "kernel crash", "timeout": "timeout", "stuck": "timeout", "memory": "memory limit", "output": "output cut",
                  "unknown": "sandbox stopped"}
 #: Paths of the repository that learner code must never see (solutions, tests with their catalogue, git history).
 SECRET_REPO_PATHS = ("solutions", "tests", ".git", "autograder/catalogue")
+#: What learner code must be able to run: Python (the venv and the installation behind it) and the course library.
+LEARNER_REACHABLE = sorted({sys.prefix, sys.base_prefix, str(REPO_ROOT)})
 
 
 class SandboxedExecute(NbGraderPreprocessor):
@@ -121,7 +124,8 @@ class SandboxedExecute(NbGraderPreprocessor):
             result = run_sandboxed(argv, cwd=folder, timeout_s=self.submission_timeout, memory_mb=self.memory_mb,
                                    max_processes=self.max_processes, max_file_bytes=200 * 2**20, env=env,
                                    run_as=self.run_as, hide_paths=self.hide_paths,
-                                   read_only_paths=self.read_only_paths)
+                                   read_only_paths=self.read_only_paths,
+                                   reachable_paths=self.read_only_paths)  # the same: Python and the course library
             facts = {"network_isolated": result.network_isolated, "separate_user": result.user_separated,
                      "paths_hidden": result.paths_hidden, "returncode": result.returncode,
                      "stderr_tail": result.stderr[-2000:]}
@@ -130,8 +134,8 @@ class SandboxedExecute(NbGraderPreprocessor):
             out = folder / "out.ipynb"
             if result.killed_reason is None and result.returncode == 0 and out.exists():
                 return nbformat.read(out, as_version=4), None, None, facts
-            if result.killed_reason is None and result.returncode == KERNEL_DIED:
-                return None, "kernel", running, facts
+            if result.killed_reason is None and result.returncode in (KERNEL_DIED, KERNEL_STUCK):
+                return None, "kernel" if result.returncode == KERNEL_DIED else "stuck", running, facts
             reason = result.killed_reason or "unknown"
             if reason == "unknown" and "MemoryError" in result.stderr:
                 reason = "memory"
@@ -174,7 +178,7 @@ def grading_configuration(course: Path, job: dict):
     c.SandboxedExecute.env = sandbox_env(job)
     c.SandboxedExecute.hide_paths = [*job["hide_paths"], str(course)]
     # The course library and Python itself: learner code must not change what the next submission imports.
-    c.SandboxedExecute.read_only_paths = sorted({str(REPO_ROOT), sys.prefix, sys.base_prefix})
+    c.SandboxedExecute.read_only_paths = LEARNER_REACHABLE
     c.LimitOutput.max_lines = 200  # per output; the executor already capped characters
     return c
 

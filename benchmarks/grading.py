@@ -29,7 +29,7 @@ import nbformat
 
 from autograder import catalogue
 from autograder.course import EXERCISES_DIR, GRADING_CELL_TIMEOUT, REPO_ROOT, SOLUTIONS_DIR
-from autograder.grade import DEFAULT_MEMORY_MB, UID_BASE, learner_uid_works, make_job
+from autograder.grade import DEFAULT_MEMORY_MB, learner_uid_works, learner_uids, make_job
 from autograder.results import assignment_version, sha256_of_files
 from autograder.submissions import scan_submissions
 
@@ -105,7 +105,8 @@ def sandboxed_worker(sub, workspace: Path, submissions: Path, chapter: str) -> f
     job = make_job(sub, sha256_of_files(sub.notebooks), [], prepared=workspace / "prepared", workspace=workspace,
                    submissions=submissions, solutions=SOLUTIONS_DIR,
                    version=assignment_version(SOLUTIONS_DIR, chapter), settings=settings, jobs=1)
-    job["uid"] = UID_BASE if learner_uid_works(UID_BASE) else None
+    (uid,) = learner_uids(1)
+    job["uid"] = uid if learner_uid_works(uid) else None
     path = workspace / "bench-job.json"
     path.write_text(json.dumps(job))
     start = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder.execute import KERNEL_DIED, MAX_CELL_OUTPUT, SETUP_LIGHT, SETUP_TORCH, setup_code
+from autograder.sandbox import run_sandboxed, user_switch_available
+from autograder.execute import KERNEL_DIED, KERNEL_STUCK, MAX_CELL_OUTPUT, SETUP_LIGHT, SETUP_TORCH, setup_code
 
 
 def run(tmp_path: Path, *sources: str, timeout: int = 20) -> tuple[int, nbformat.NotebookNode, list[int]]:
@@ -70,3 +72,26 @@ def test_a_cell_past_its_timeout_is_interrupted_and_the_next_runs(tmp_path):
     assert code == 0
     assert "CellTimeoutError" in [o["ename"] for o in nb.cells[0].outputs if o["output_type"] == "error"]
     assert text(nb.cells[1]) == "after\n"
+
+
+@pytest.mark.slow
+def test_a_cell_that_ignores_the_interrupt_ends_the_run_so_the_worker_can_neutralise_it(tmp_path):
+    stubborn = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.1)"
+    code, nb, progress = run(tmp_path, "x = 1", stubborn, "print('never reached')", timeout=2)
+    assert code == KERNEL_STUCK and progress[-1] == 1
+    assert nb.metadata["gptcourse_execution"]["stuck"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() == 0 and not user_switch_available(),
+                    reason="as root, only the sandbox (which drops capabilities) can show this")
+def test_the_kernel_cannot_read_the_executors_memory(tmp_path):
+    # The executor holds the whole notebook, hidden tests included; the kernel is its child, same user. Run as the
+    # grader runs it: in the sandbox, where root has no CAP_SYS_PTRACE.
+    probe = ("import os\ntry:\n    open(f'/proc/{os.getppid()}/mem', 'rb')\n    print('readable')\n"
+             "except OSError as e:\n    print(type(e).__name__)")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(probe)]), tmp_path / "in.ipynb")
+    result = run_sandboxed([sys.executable, "-m", "autograder.execute", "in.ipynb", "out.ipynb", "--timeout", "20"],
+                           cwd=tmp_path, timeout_s=120, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert text(nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0]).strip() == "PermissionError"

@@ -14,7 +14,8 @@ import pytest
 from grading_support import (TOY_CHAPTER, TOY_SOLUTIONS, fill, make_release, points_of_tests, read, run_module,
                              solution_sources, tree_hashes, write)
 from autograder import results as res
-from autograder.grade import in_shard, parse_shard
+from autograder import grade as grade_module
+from autograder.grade import in_shard, parse_shard, visible_gpus
 from autograder.submissions import UsageError, extract_zip
 
 STUDENTS = ["ada", "ben", "cleo", "dev", "eva", "fin"]
@@ -43,6 +44,30 @@ def test_shards_split_students_exactly_once_and_stably():
 def test_bad_shard_is_explained(text):
     with pytest.raises(UsageError, match="I/N"):
         parse_shard(text)
+
+
+def test_gpus_are_the_visible_ones(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 3")
+    assert visible_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert visible_gpus() == []
+
+
+def test_cuda_without_a_gpu_is_explained_before_anything_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    (tmp_path / "subs" / "ada" / TOY_CHAPTER).mkdir(parents=True)
+    code = grade_module.main([str(tmp_path / "subs"), "--workspace", str(tmp_path / "ws"), "--solutions",
+                              str(TOY_SOLUTIONS), "--device", "cuda"])
+    assert code == 2 and "no CUDA GPU is visible" in capsys.readouterr().err
+    assert not (tmp_path / "ws").exists()
+
+
+def test_merge_into_the_repository_is_refused(tmp_path, capsys):
+    from autograder import merge as merge_module
+
+    code = merge_module.main(["--workspace", str(grade_module.REPO_ROOT / "merged"), str(tmp_path)])
+    assert code == 2 and "overlaps the course repository" in capsys.readouterr().err
+    assert not (grade_module.REPO_ROOT / "merged").exists()
 
 
 def zip_with(path: Path, members: dict[str, bytes]) -> Path:

@@ -191,6 +191,27 @@ def test_root_without_capabilities_cannot_undo_the_hiding_or_write_read_only_pat
 
 
 @NAMESPACES
+@AS_USER
+def test_a_reachable_path_in_a_private_folder_is_exposed_alone(tmp_path):
+    # Like a Python installed under /root (mode 0700): the learner's uid needs it, and nothing else in that folder.
+    home = tmp_path / "home"
+    (home / "python").mkdir(parents=True)
+    (home / "python" / "lib.py").write_text("print('imported')")
+    (home / "secret.txt").write_text("private")
+    home.chmod(0o700)
+    work = tmp_path / "work"
+    work.mkdir(mode=0o777)
+    work.chmod(0o777)
+    result = run_sandboxed([SYSTEM_PYTHON, "-c", textwrap.dedent(f"""
+        import os
+        exec(open({str(home / "python" / "lib.py")!r}).read())
+        print(os.path.exists({str(home / "secret.txt")!r}))
+    """)], cwd=work, timeout_s=10, run_as=SLOT_UID, reachable_paths=[home / "python"])
+    assert result.stdout.split() == ["imported", "False"], result.stderr
+    assert (home / "secret.txt").read_text() == "private" and not list(work.iterdir())  # no staging left
+
+
+@NAMESPACES
 def test_hidden_paths_are_empty_for_the_command(tmp_path):
     secret = tmp_path / "solutions"
     secret.mkdir()
