@@ -21,7 +21,7 @@ from pathlib import Path
 from traitlets import Unicode
 from traitlets.config import Config
 
-from nbgrader.preprocessors import NbGraderPreprocessor, OverwriteCells
+from nbgrader.preprocessors import DeduplicateIds, NbGraderPreprocessor, OverwriteCells
 from nbgrader import utils as nbutils
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -213,6 +213,20 @@ class HideHiddenTests(NbGraderPreprocessor):
         return cell, resources
 
 
+class DropDuplicateIds(DeduplicateIds):
+    """nbgrader's DeduplicateIds, but the earlier copies of a duplicated nbgrader cell lose their nbgrader metadata
+    entirely instead of keeping an empty ``{}``, which nbgrader 0.9.6's own CheckCellMetadata then rejects
+    ("Outdated schema version: 0"), failing the whole submission. Jupyter's "duplicate cell" copies the metadata, so
+    a learner who duplicates a cell to try something out would otherwise lose every point. The last copy keeps the
+    grade id (as in nbgrader); the others become ordinary cells."""
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        cell, resources = super().preprocess_cell(cell, resources, cell_index)
+        if cell.get("metadata", {}).get("nbgrader", None) == {}:
+            del cell.metadata["nbgrader"]
+        return cell, resources
+
+
 class RestoreMissingCells(OverwriteCells):
     """nbgrader's OverwriteCells with sturdier ``add_missing_grade_cells`` and ``add_missing_task_cells``.
 
@@ -319,6 +333,8 @@ def grading_config(root: Path, timeout: int = GRADING_CELL_TIMEOUT) -> Config:
     # from the gradebook when its checksum differs, which is also how the hidden tests get into the graded notebook.
     sanitize = list(Autograde.class_traits()["sanitize_preprocessors"].default())
     sanitize[sanitize.index(OverwriteCells)] = RestoreMissingCells
+    # Duplicated cells (Jupyter's "duplicate cell" copies nbgrader's metadata): see DropDuplicateIds.
+    sanitize[sanitize.index(DeduplicateIds)] = DropDuplicateIds
     c.Autograde.sanitize_preprocessors = sanitize
     c.OverwriteCells.add_missing_cells = True
     c.RestoreMissingCells.add_missing_cells = True

@@ -84,7 +84,11 @@ def visible_gpus() -> list[str]:
 
 def learner_uids(jobs: int) -> list[int]:
     """This run's uids for learner code, one per worker slot (below 2**32 - 1 for any Linux pid)."""
-    return [UID_BASE + os.getpid() * MAX_JOBS + slot for slot in range(jobs)]
+    uids = [UID_BASE + os.getpid() * MAX_JOBS + slot for slot in range(jobs)]
+    if not (0 < UID_BASE and uids[-1] < 2**32 - 1):
+        raise UsageError(f"GPTCOURSE_GRADING_UID_BASE={UID_BASE} leaves no room for this run's uids (up to "
+                         f"{uids[-1]}; the largest valid uid is {2**32 - 2}). Unset it or choose e.g. 2000000000.")
+    return uids
 
 
 def learner_uid_works(uid: int) -> bool:

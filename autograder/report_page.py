@@ -30,6 +30,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 REMARK_RULES = [  # (keywords, category); first match wins, so specific causes come before general words
+    (("review:",), "flagged for review"),
     (("timeout", "timed out"), "timeout"),
     (("kernel died", "kernel crash", "dead kernel", "crashed", "restart"), "kernel crash"),
     (("memory", "oom"), "memory"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import os
 import shutil
 import sys
@@ -51,6 +52,15 @@ SKIPPED_NOTE = "; it was skipped so that the rest of the notebook could be grade
 #: Short labels for grades.csv remarks (and the report's failure categories).
 KILLED_LABELS = {"kernel": "kernel crash", "timeout": "timeout", "stuck": "timeout", "memory": "memory limit", "output": "output cut",
                  "unknown": "sandbox stopped"}
+#: Code that can change how the tests in the same kernel run or what they report (nbgrader runs the tests in the
+#: learner's kernel, after the learner's code: see tests/adversarial_cases.py for what each makes possible). No
+#: exercise needs them, so a submission that uses one is flagged for a human look; its score stands.
+REVIEW_PATTERNS = {
+    "IPython internals (get_ipython)": re.compile(r"\bget_ipython\s*\("),
+    "an __eq__ of its own": re.compile(r"\bdef\s+__eq__\b"),
+    "the builtins module": re.compile(r"\bbuiltins\b"),
+    "interpreter hooks (sys.settrace/setprofile/excepthook)": re.compile(r"\bsys\.(settrace|setprofile|excepthook)\b"),
+}
 #: Paths of the repository that learner code must never see (solutions, tests with their catalogue, git history).
 SECRET_REPO_PATHS = ("solutions", "tests", ".git", "autograder/catalogue")
 #: What learner code must be able to run: Python (the venv and the installation behind it) and the course library.
@@ -239,6 +249,18 @@ def stopped_cells(autograded: Path) -> list[tuple[str, str]]:
     return found
 
 
+def needs_review(notebooks: list[str]) -> list[str]:
+    """What in the learner's own code cells (test cells excluded) matches ``REVIEW_PATTERNS``."""
+    import nbformat
+
+    found = []
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        code = "\n".join(c.source for c in nb.cells if c.get("cell_type") == "code" and not is_test_cell(c))
+        found += [what for what, pattern in REVIEW_PATTERNS.items() if pattern.search(code) and what not in found]
+    return found
+
+
 def read_scores(db_url: str, chapter: str, student: str, notebooks: list[str]) -> dict[str, tuple[float, float]]:
     from nbgrader.api import Gradebook, MissingEntry
 
@@ -301,6 +323,12 @@ def grade_job(job: dict) -> dict:
             result["problems"].append(res.problem(
                 f"{student}/{chapter}/", f"{where}: {why} (its tests scored 0; the other cells were graded)",
                 f"look at the learner's code there; {advice}", blocking=False))
+        for what in needs_review(job["notebooks"]):
+            result["remarks"].append(f"review: uses {what}")
+            result["problems"].append(res.problem(
+                f"{student}/{chapter}/", f"the learner's code uses {what}, which can change how the tests in the "
+                "same kernel run or what they report", "read the graded notebook (autograded/) before trusting "
+                "the score", blocking=False))
         copy_out(course, workspace, student, chapter, result, feedback["success"])
         passed = sum(t["status"] == "passed" for t in result["tests"])
         result["output"] = (f"{passed} of {len(result['tests'])} tests passed: {result['score']:g} / "

@@ -1,25 +1,28 @@
 """Adversarial and broken submissions of the toy assignment, each with the outcome the grader must produce.
 
 Used by ``tests/test_adversarial.py``, which grades every case in ONE run (``autograder.grade --jobs 2 --timeout 5``)
-and checks each outcome. A case is a builder, registered with ``@case(probe, expect)``:
+and checks each outcome. A case is a builder registered with ``@case(probe, **expect)``; the student is named after
+the builder:
 
 * the builder gets a ``Toy`` (the toy release and solution, and the paths of the run, which an attacker is assumed
   to know) and returns what the student submits: a notebook (written as ``toy.ipynb``), or a dict
   ``{file name: notebook or raw text}`` for the chapter folder (``{}``: an empty folder);
-* ``expect`` says what a correct grader does with it (see ``EXPECT_KEYS``); scores are exact, from the toy's points
-  (test_double 2, test_mean 3);
+* ``expect`` (the keyword arguments, see ``EXPECT_KEYS``) says what a correct grader does with it; scores are
+  exact, from the toy's points (test_double 2, test_mean 3);
 * ``hole``: the grader does NOT do that today. The case's test is then ``xfail(strict=True)`` with this text as the
-  reason, so the suite stays green, documents the hole, and fails the day the hole is closed (update it then).
-  ``hole_when="root_fallback"``: only when learner code runs as the grader's own user (root with no capabilities:
-  see ``autograder.grade.learner_uid_works``), not when it runs as a uid of its own.
+  reason: the suite stays green, documents the hole, and fails the day the hole is closed (then update the case).
+  ``observed`` pins what the grader does instead (checked by its own, passing test: the reproduction).
+  ``hole_when="root_fallback"``: only when learner code ran as the grader's own user (root without capabilities:
+  the run's results say ``isolation.separate_user: false``), not when it ran as a uid of its own.
 
 Learner code that probes something (secrets, network, files outside the sandbox) turns what it achieved into a wrong
-return value: the score proves what it could or could not do, and its printed output (in the autograded notebook)
-says what it found.
+return value: the score proves what it could or could not do, and what it printed (kept in the autograded notebook,
+shown when a test fails) says what it found.
 """
 
 from __future__ import annotations
 
+import codecs
 import copy
 import dataclasses
 import os
@@ -31,28 +34,19 @@ from typing import Callable
 
 import nbformat
 
-from grading_support import fill, meta, set_source
+from grading_support import fill, hidden_lines, html_text, meta, set_source
 
-DOUBLE, MEAN = 2.0, 3.0  # points of test_double and test_mean (the test checks them against the notebook)
+DOUBLE, MEAN = 2.0, 3.0  # points of test_double and test_mean (test_adversarial checks them against the notebook)
 FULL = DOUBLE + MEAN
 CHAPTER, NOTEBOOK = "toy", "toy.ipynb"
 
-#: Unique in this session: the fork bomb's children run ``sleep FORK_MARKER``; afterwards none may be left.
+#: Unique to this session: the fork bomb's children run ``sleep FORK_MARKER``; afterwards none may be left.
 FORK_MARKER = f"{86_400 + uuid.uuid4().int % 900_000}.{os.getpid()}"
-#: How learner code recognises the toy's hidden tests, built at run time so that its own source never matches.
-SECRET_MARKERS_CODE = '("hidden_" + "mean_values", "hidden_" + "double_cases")'
+#: How learner code recognises the toy's hidden tests: built at run time, so that its own source never matches.
+SECRET_MARKERS = '("hidden_" + "mean_values", "hidden_" + "double_cases")'
 
 WRONG_DOUBLE = "def double(x):\n    return 3 * x"
 WRONG_MEAN = "def mean(xs):\n    return 0.0"
-
-
-def guarded(grade_id: str, failed_if: str) -> str:
-    """The reference function ``grade_id``, but wrong (-1) when ``failed_if`` is true: the score proves it false."""
-    body = {"double": "    return 2 * x",
-            "mean": "    if not xs:\n        warnings.warn(\"mean of an empty list: returning 0.0\", stacklevel=2)\n"
-                    "        return 0.0\n    return sum(xs) / len(xs)"}[grade_id]
-    arg = "x" if grade_id == "double" else "xs"
-    return f"def {grade_id}({arg}):\n    if {failed_if}:\n        return -1\n{body}"
 
 
 @dataclasses.dataclass
@@ -86,9 +80,6 @@ class Outcome:
     workspace: Path
     toy: Toy
 
-    def test(self, name: str) -> dict:
-        return next(t for t in self.result["tests"] if t["name"] == name)
-
     def feedback(self) -> str:
         return (self.workspace / "feedback" / self.student / CHAPTER / "toy.html").read_text(encoding="utf-8")
 
@@ -101,6 +92,14 @@ class Outcome:
         return "".join(str(o.get("text", "")) for o in cell.get("outputs", []))
 
 
+#: What an expectation may say. status: the result's status ("graded" unless said). score: exact points, None when
+#: not graded. passed/failed: test cells. output: test -> substring of its learner-facing error. remarks/problems:
+#: substrings, one per remark of the result / row of problems.csv for this student (the counts must match: nothing
+#: else is reported). blocking: whether a problem says "not graded". restarts: kernel restarts (0 unless said).
+#: check: extra assertions on the Outcome (returns False or raises when they fail).
+EXPECT_KEYS = {"status", "score", "passed", "failed", "output", "remarks", "problems", "blocking", "restarts", "check"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     name: str
@@ -108,40 +107,51 @@ class Case:
     build: Callable[[Toy], object]
     expect: dict
     hole: str | None = None
-    hole_when: str = "always"  # or "root_fallback"
-    needs_isolation: bool = False  # meaningful only where the sandbox has its namespaces (root)
+    hole_when: str = "always"       # or "root_fallback"
+    observed: dict | None = None    # what the grader does instead, while the hole is open
+    needs_isolation: bool = False   # meaningful only where the sandbox gets its namespaces (root)
 
     def files(self, toy: Toy) -> dict[str, object]:
         built = self.build(toy)
         return {NOTEBOOK: built} if isinstance(built, nbformat.NotebookNode) else built
 
 
-#: What ``expect`` may say. status: the result's status. score: exact points (None: not graded). passed/failed:
-#: test cells. remarks/problems: substrings, one per remark of the result / row of problems.csv for this student (the
-#: count must match too: nothing unexpected is reported). blocking: whether a problem says "not graded".
-#: output: test -> substring of its learner-facing error. check: extra assertions on the Outcome.
-EXPECT_KEYS = {"status", "score", "passed", "failed", "remarks", "problems", "blocking", "output", "check"}
-
 CASES: list[Case] = []
 
 
-def case(probe: str, hole: str | None = None, hole_when: str = "always", needs_isolation: bool = False, **expect):
-    assert set(expect) <= EXPECT_KEYS, set(expect) - EXPECT_KEYS
+def case(probe: str, *, hole: str | None = None, hole_when: str = "always", observed: dict | None = None,
+         needs_isolation: bool = False, **expect):
+    assert set(expect) <= EXPECT_KEYS and set(observed or {}) <= EXPECT_KEYS
+    assert (hole is None) == (observed is None), "a hole says what is observed instead"
 
     def register(build):
-        CASES.append(Case(build.__name__, probe, build, expect, hole, hole_when, needs_isolation))
+        CASES.append(Case(build.__name__, probe, build, expect, hole, hole_when, observed, needs_isolation))
         return build
 
     return register
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Helpers for builders
+# --------------------------------------------------------------------------------------------------------------------
 
 
 def code(text: str) -> str:
     return textwrap.dedent(text).strip("\n")
 
 
+def guarded(grade_id: str, failed_if: str) -> str:
+    """The reference ``double`` or ``mean``, but returning -1 when ``failed_if`` holds: the score proves it did not."""
+    if grade_id == "double":
+        return f"def double(x):\n    if {failed_if}:\n        return -1\n    return 2 * x"
+    return (f"def mean(xs):\n    if {failed_if}:\n        return -1\n    if not xs:\n"
+            f"        warnings.warn('mean of an empty list: returning 0.0', stacklevel=2)\n        return 0.0\n"
+            f"    return sum(xs) / len(xs)")
+
+
 def duplicate(nb, grade_id: str, source: str | None = None):
-    """A copy of ``nb`` where the cell ``grade_id`` appears twice (Jupyter's "duplicate cell": metadata included);
-    the copy, right after the original, gets ``source`` if given."""
+    """A copy of ``nb`` where the cell ``grade_id`` appears twice, as Jupyter's "duplicate cell" makes it (metadata
+    included, new cell id); the copy, right after the original, gets ``source`` if given."""
     nb = copy.deepcopy(nb)
     index = next(i for i, c in enumerate(nb.cells) if meta(c).get("grade_id") == grade_id)
     twin = copy.deepcopy(nb.cells[index])
@@ -163,20 +173,20 @@ def correct(toy):
     return toy.answer()
 
 
-@case("mean passes the visible tests but fails the hidden ones", score=DOUBLE, failed=["test_mean"],
-      output={"test_mean": "mean of an uneven list is wrong"})
+@case("mean passes the visible tests but fails the hidden ones (whose message is shown)", score=DOUBLE,
+      failed=["test_mean"], output={"test_mean": "mean of an uneven list is wrong"})
 def partial(toy):
     return toy.answer(mean="def mean(xs):\n    return (xs[0] + xs[-1]) / 2 if xs else 0.0")
 
 
-@case("the untouched release: NotImplementedError everywhere", score=0.0, failed=["test_double", "test_mean"],
+@case("the untouched release: NotImplementedError everywhere, 0", score=0.0, failed=["test_double", "test_mean"],
       output={"test_double": "NotImplementedError"})
 def stub(toy):
     return toy.release
 
 
-@case("correct code that warns and writes to stderr while the tests run", score=FULL,
-      check=lambda o: ("[stderr]" in o.printed("test_double") and "careful" in o.printed("test_double")))
+@case("correct code that warns and writes to stderr while the tests run: full marks, the text still shown",
+      score=FULL, check=lambda o: "[stderr]" in o.printed("test_double") and "careful" in o.printed("test_double"))
 def warnings_stderr(toy):
     return toy.answer(double=code("""
         import sys, warnings
@@ -206,20 +216,13 @@ def edited_test(toy):
     return set_source(toy.answer(double=WRONG_DOUBLE), "test_double", "assert True  # I made the test pass")
 
 
-DUPLICATE_HOLE = ("a duplicated nbgrader cell (Jupyter's 'duplicate cell' copies the metadata) makes the whole "
-                  "submission 'autograde failed: KeyError: grade_id': nbgrader's DeduplicateIds empties the copy's "
-                  "metadata.nbgrader, then OverwriteCells.add_missing_task_cells (add_missing_cells=True in "
-                  "autograder/course.py) indexes ['grade_id'] of every cell that has an nbgrader key")
-
-
 @case("the solution cell duplicated, the copy (run last) corrected: graded as it runs", score=FULL,
-      passed=["test_double", "test_mean"], hole=DUPLICATE_HOLE)
+      passed=["test_double", "test_mean"])
 def duplicated_solution(toy):
     return duplicate(toy.answer(double=WRONG_DOUBLE), "double", toy.sources["double"])
 
 
-@case("a test cell duplicated: graded once, with its points (not twice)", score=DOUBLE, failed=["test_mean"],
-      hole=DUPLICATE_HOLE)
+@case("a test cell duplicated: graded once, with its points (not twice)", score=DOUBLE, failed=["test_mean"])
 def duplicated_test(toy):
     return duplicate(toy.answer(mean=WRONG_MEAN), "test_mean")
 
@@ -249,7 +252,7 @@ def nbformat3(toy):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Code that hangs, crashes, or exhausts a resource: only its own cell's tests lose their points
+# Code that hangs, crashes, or exhausts a resource: only the tests of that cell lose their points
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -260,31 +263,29 @@ def infinite_loop(toy):
     return toy.answer(double="def double(x):\n    while True:\n        pass")
 
 
-@case("a loop that ignores SIGINT (the interrupt): its cell times out, later cells still get their points",
-      score=MEAN, failed=["test_double"], remarks=["timeout in toy.ipynb cell 5 (test_double)"],
-      problems=["cell 5 (test_double)"],
-      hole="a cell that ignores the interrupt (signal.signal(SIGINT, SIG_IGN); while True) keeps the kernel busy: "
-           "nbclient records the timeout and sends the next cells to the still-busy kernel, so EVERY later cell "
-           "times out too and their tests score 0 (the worker restarts nothing: the sandbox did not die)")
+@case("a loop that ignores SIGINT (the interrupt): its cell is neutralised, the later cells keep their points",
+      score=MEAN, failed=["test_double"], output={"test_double": "did not stop when interrupted"}, restarts=1,
+      remarks=["timeout in toy.ipynb cell 5 (test_double)"],
+      problems=["cell 5 (test_double): this cell ran past its time limit and did not stop when interrupted"])
 def loop_ignoring_interrupt(toy):
     return toy.answer(double=code("""
-        import signal
+        import signal, time
         def double(x):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             while True:
-                pass
+                time.sleep(1)  # asleep rather than spinning: the same hang, without eating the other worker's CPU
     """))
 
 
 @case("os._exit(1) inside mean, called by test_mean: that cell is neutralised, the rest graded", score=DOUBLE,
-      failed=["test_mean"], output={"test_mean": "CellKilledByGrader"},
+      failed=["test_mean"], output={"test_mean": "CellKilledByGrader"}, restarts=1,
       remarks=["kernel crash in toy.ipynb cell 8 (test_mean)"], problems=["cell 8 (test_mean): this cell crashed"])
 def crash_exit(toy):
     return toy.answer(mean="import os\n\ndef mean(xs):\n    os._exit(1)")
 
 
 @case("a segfault (ctypes.string_at(0)) at the top of the double cell: neutralised, test_mean keeps its points",
-      score=MEAN, failed=["test_double"], output={"test_double": "NameError"},
+      score=MEAN, failed=["test_double"], output={"test_double": "NameError"}, restarts=1,
       remarks=["kernel crash in toy.ipynb cell 4 (double)"], problems=["cell 4 (double): this cell crashed"])
 def crash_segfault(toy):
     return toy.answer(double="import ctypes\nctypes.string_at(0)\n\n" + toy.sources["double"])
@@ -307,7 +308,7 @@ def memory_growing_list(toy):
     """))
 
 
-def no_fork_bomb_left(outcome: Outcome) -> bool:
+def no_fork_bomb_left(o: Outcome) -> bool:
     left = []
     for entry in Path("/proc").iterdir():
         try:
@@ -316,7 +317,7 @@ def no_fork_bomb_left(outcome: Outcome) -> bool:
         except OSError:
             pass
     assert not left, f"fork-bomb processes (sleep {FORK_MARKER}) still alive after grading: {left}"
-    return True
+    return "children: 200" in o.printed("double")
 
 
 @case("200 forked children (half leave the process group with setsid) that sleep: contained, none left after",
@@ -339,21 +340,18 @@ def fork_bomb(toy):
                     os._exit(0)
             children += 1
         print("children:", children)
-
-        def double(x):
-            return 2 * x if children >= 100 else -1  # full marks prove that the bomb went off
-    """))
+    """) + "\n\n" + guarded("double", "children < 100"))  # full marks prove that the bomb went off
 
 
-@case("50 MB printed by a solution cell: capped, graded, small feedback", score=FULL,
+@case("50 MB printed by a solution cell: capped, graded, feedback under 2 MB", score=FULL,
       check=lambda o: (len(o.feedback()) < 2 * 2**20 and "output cut by the grader" in o.feedback()
                        and (o.workspace / "results" / o.student / "toy.json").stat().st_size < 100_000))
 def huge_output(toy):
     return toy.answer(double="for _ in range(50):\n    print('x' * 2**20)\n\n" + toy.sources["double"])
 
 
-@case("kill -9 of the grader's executor (the kernel's parent): the grading survives", score=FULL,
-      needs_isolation=True)
+@case("kill -9 of the grader's executor (the kernel's parent, pid 1 of the sandbox): nothing happens",
+      score=FULL, needs_isolation=True)
 def kill_executor(toy):
     return toy.answer(mean="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n\n" + toy.sources["mean"])
 
@@ -389,6 +387,8 @@ def walk(top, limit=20_000):
         if n > limit:
             return
 
+with open("decoy.txt", "w") as fh:  # a positive control: the search must find this one
+    fh.write(" ".join(MARKERS))
 repo = Path(gptcourse.__file__).resolve().parent.parent  # the course repository, read-only
 workspace = Path({workspace!r})
 for top in [repo, workspace, {submissions!r}, {solutions!r}, os.path.expanduser("~"), os.getcwd(), "/dev/shm"]:
@@ -397,42 +397,41 @@ for path in [*glob.glob(str(repo / "**" / "solutions" / "**" / "*.ipynb"), recur
              repo / "tests" / "fixtures" / "toy_course" / "solutions" / "toy" / "toy.ipynb",
              workspace / "prepared" / "gradebook.db", workspace / "gradebook.db"]:
     look(path)
-here = Path.cwd()
-for folder in [here, *here.parents]:  # walk up, reading the files of each folder
-    for entry in folder.iterdir():
-        if entry.is_file():
-            look(entry)
+for folder in Path.cwd().parents:  # walk up, looking for what a grader keeps next to its work
+    for name in ("solutions", "source", "release", "submitted", "autograded", "results", "prepared", "gradebook.db"):
+        walk(folder / name) if (folder / name).is_dir() else look(folder / name)
 for pid in [p for p in os.listdir("/proc") if p.isdigit()]:  # the grader's executor is pid 1 here
     look(f"/proc/{{pid}}/cmdline")
     look(f"/proc/{{pid}}/environ")
     for fd in glob.glob(f"/proc/{{pid}}/fd/*"):
         if os.path.isfile(fd):  # regular files only: a pipe would block
             look(fd)
-    walk(f"/proc/{{pid}}/cwd", limit=50)
+    walk(f"/proc/{{pid}}/cwd", limit=50)  # /proc/1/cwd: the executor's folder
 for value in os.environ.values():
     if os.path.isdir(value):
         walk(value, limit=50)
-print("tried", tried, "found", found)
+decoy_seen = any(path.endswith("decoy.txt") for path in found)
+found = [path for path in found if not path.endswith("decoy.txt")]
+print("tried", tried, "decoy seen", decoy_seen, "found", found)
 """
 
 
-@case("solution code hunts for the hidden tests: repo via gptcourse.__file__, workspace, submissions, gradebooks, "
-      "cwd and its parents, /proc/*/cwd|fd|environ, $HOME: finds nothing", score=FULL, needs_isolation=True)
+@case("solution code hunts for the hidden tests: repo via gptcourse.__file__, toy solutions, workspace, submissions, "
+      "gradebooks, cwd and its parents, /proc/*/cwd|fd|environ, $HOME: finds nothing", score=FULL,
+      needs_isolation=True, check=lambda o: "decoy seen True" in o.printed("mean"))
 def snoop_files(toy):
-    return toy.answer(mean=SNOOP_FILES.format(markers=SECRET_MARKERS_CODE, workspace=str(toy.workspace),
+    return toy.answer(mean=SNOOP_FILES.format(markers=SECRET_MARKERS, workspace=str(toy.workspace),
                                               submissions=str(toy.submissions), solutions=str(toy.solutions))
-                      + "\n" + guarded("mean", "found"))
+                      + "\n" + guarded("mean", "found or not decoy_seen"))
 
 
-@case("solution code reads the memory of its parent (the grader's executor, /proc/1/mem) for the hidden tests",
-      score=FULL, needs_isolation=True,
-      hole="the kernel runs as the same uid as autograder.execute, its parent, which holds the whole notebook, "
-           "hidden tests included, in memory: /proc/<ppid>/mem is readable (no Yama, same uid, both dumpable), so "
-           "learner code reads the hidden tests before they run")
+@case("solution code reads the memory of its parent (the grader's executor, /proc/1/mem), which holds the hidden "
+      "tests: it cannot", score=FULL, needs_isolation=True,
+      check=lambda o: "found hidden tests in the memory of pid []" in o.printed("double"))
 def snoop_memory(toy):
     return toy.answer(double=code(f"""
         import os
-        MARKERS = {SECRET_MARKERS_CODE}
+        MARKERS = {SECRET_MARKERS}
         found = []
         for pid in [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
             try:
@@ -458,42 +457,78 @@ def snoop_memory(toy):
     """) + "\n\n" + guarded("double", "found"))
 
 
-@case("solution code polls the other worker's throwaway folders (/tmp/gptcourse-grade-*: its gradebook has the "
-      "hidden tests; gptcourse-run-*) while --jobs 2 grades someone else: finds nothing", score=FULL,
-      needs_isolation=True, hole_when="root_fallback",
-      hole="learner code that runs as the grader's own user (root without capabilities, the fallback when the "
-           "Python is not readable by another uid) passes the owner check on every root-owned file: it reads the "
-           "OTHER workers' course folders in /tmp (gradebook.db with the hidden tests, other learners' notebooks) "
-           "and could rewrite their gradebook; only the paths of its own job are hidden")
+ROOT_FALLBACK_HOLE = ("when learner code runs as the grader's own user (root without capabilities: the fallback "
+                      "whenever autograder.grade.learner_uid_works() says no; only a non-blocking run-level remark "
+                      "says so) it passes the OWNER permission check on every root-owned file outside the few "
+                      "hidden paths: ")
+
+
+@case("solution code polls the other worker's throwaway folders (/tmp/gptcourse-grade-*: a gradebook with the "
+      "hidden tests, other learners' graded notebooks) while --jobs 2 grades someone else: finds nothing",
+      score=FULL, needs_isolation=True, hole_when="root_fallback",
+      hole=ROOT_FALLBACK_HOLE + "it reads (and could rewrite) the OTHER workers' course folders in /tmp: their "
+           "gradebook.db with the hidden tests, other learners' autograded notebooks; only its own job's are hidden",
+      observed=dict(score=DOUBLE, failed=["test_mean"], check=lambda o: "gradebook.db" in o.printed("mean")))
 def snoop_workers(toy):
-    return toy.answer(mean=code(f"""
-        import glob, os, time
-        MARKERS = {SECRET_MARKERS_CODE}
+    # Another worker's folders exist only while it grades (a few seconds of each job): poll in two cells (3 s each,
+    # under the cell timeout), so that the window spans a whole job of the other worker slot whatever the timing.
+    poll = code(f"""
+        import glob, time
+        MARKERS = {SECRET_MARKERS}
         found = set()
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and not found:
-            for path in glob.glob({toy.temp_dir!r} + "/gptcourse-*/**", recursive=True):
-                try:
-                    with open(path, "rb") as fh:
-                        if any(m.encode() in fh.read() for m in MARKERS):
-                            found.add(path)
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        print("found:", sorted(found))
-    """) + "\n\n" + guarded("mean", "found"))
+
+        def poll(seconds):
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not found:
+                for path in glob.glob({toy.temp_dir!r} + "/gptcourse-*/**", recursive=True):
+                    try:
+                        with open(path, "rb") as fh:
+                            if any(m.encode() in fh.read() for m in MARKERS):
+                                found.add(path)
+                    except OSError:
+                        pass
+                time.sleep(0.1)
+
+        poll(3)
+    """)
+    return toy.answer(double=poll + "\n\n" + toy.sources["double"],
+                      mean="poll(3)\nprint('found:', sorted(found))\n\n" + guarded("mean", "found"))
 
 
-@case("solution code overwrites its result JSON, the gradebooks, grades.csv and its own submission (exact paths): "
+@case("solution code reads and appends to a private file of the grading host's user (mode 0600 in a 0700 folder): "
+      "it cannot", score=FULL, needs_isolation=True, check=lambda o: o.toy.canary.read_text() == o.toy.canary_text,
+      hole_when="root_fallback",
+      hole=ROOT_FALLBACK_HOLE + "it reads and writes the grader user's private files (~/.ssh, its other work, "
+           "/etc where root owns it)",
+      observed=dict(score=MEAN, failed=["test_double"],
+                    check=lambda o: o.toy.canary.read_text().endswith("learner was here")))
+def write_host(toy):
+    return toy.answer(double=code(f"""
+        read = wrote = False
+        try:
+            read = open({str(toy.canary)!r}).read() == {toy.canary_text!r}
+        except OSError:
+            pass
+        try:
+            with open({str(toy.canary)!r}, "a") as fh:
+                fh.write("learner was here")
+            wrote = True
+        except OSError:
+            pass
+        print("read:", read, "wrote:", wrote)
+    """) + "\n\n" + guarded("double", "read or wrote"))
+
+
+@case("solution code writes its result JSON, the gradebooks, grades.csv and its own submission (exact paths): "
       "nothing changes, the result is the grader's", score=FULL, needs_isolation=True,
-      check=lambda o: (o.result["tests"] and sum(t["score"] for t in o.result["tests"]) == o.result["score"]
+      check=lambda o: (sum(t["score"] for t in o.result["tests"]) == o.result["score"] == FULL
                        and sorted(p.name for p in (o.workspace / "results" / o.student).iterdir()) == ["toy.json"]
-                       and not (o.workspace / "pwned.txt").exists()))
+                       and not (o.workspace / "pwned.txt").exists() and "written: []" in o.printed("double")))
 def write_results(toy):
     me = "write_results"  # the student is named after the case
     fake = '{"status": "graded", "score": 100, "max_score": 5}'
     return toy.answer(double=code(f"""
-        import os, sqlite3
+        import sqlite3
         done = []
         for path, text in [({str(toy.workspace / "results" / me / "toy.json")!r}, {fake!r}),
                            ({str(toy.workspace / "grades.csv")!r}, "{me},toy,100,5,graded,\\n"),
@@ -517,41 +552,18 @@ def write_results(toy):
     """) + "\n\n" + guarded("double", "done"))
 
 
-@case("solution code reads and appends to a private file of the grading host's user (mode 0600): it cannot",
-      score=FULL, needs_isolation=True, hole_when="root_fallback",
-      check=lambda o: o.toy.canary.read_text() == o.toy.canary_text,
-      hole="learner code that runs as the grader's own user (root without capabilities: the fallback) reads and "
-           "writes every file that user owns outside the few hidden paths (here a mode-0600 file in a mode-0700 "
-           "folder): ~/.ssh, the grader's other files, /etc when root owns it")
-def write_host(toy):
-    return toy.answer(double=code(f"""
-        read = wrote = False
-        try:
-            read = open({str(toy.canary)!r}).read() == {toy.canary_text!r}
-        except OSError:
-            pass
-        try:
-            with open({str(toy.canary)!r}, "a") as fh:
-                fh.write("learner was here")
-            wrote = True
-        except OSError:
-            pass
-        print("read:", read, "wrote:", wrote)
-    """) + "\n\n" + guarded("double", "read or wrote"))
-
-
-def nobody_knocked(outcome: Outcome) -> bool:
+def nobody_knocked(o: Outcome) -> bool:
     """No connection waits on the host's listener (a completed connect stays queued even after the client closed)."""
-    outcome.toy.listener.setblocking(False)
+    o.toy.listener.setblocking(False)
     try:
-        conn, peer = outcome.toy.listener.accept()
+        conn, peer = o.toy.listener.accept()
     except BlockingIOError:
-        return True
+        return "reached: []" in o.printed("mean")
     conn.close()
     raise AssertionError(f"learner code connected to the host's loopback listener from {peer}")
 
 
-@case("the network: 1.1.1.1:53, https://pypi.org and a port listening on the host's loopback are all unreachable",
+@case("the network: 1.1.1.1:53, https://pypi.org and a port listening on the host's loopback are unreachable",
       score=FULL, needs_isolation=True, check=nobody_knocked)
 def network(toy):
     return toy.answer(mean=code(f"""
@@ -572,15 +584,22 @@ def network(toy):
     """) + "\n\n" + guarded("mean", "reached"))
 
 
+def flagged(*what: str) -> dict:
+    """The remarks and problems of a submission flagged for review (autograder.worker.REVIEW_PATTERNS): code that can
+    change how the tests in its kernel run. The score stands; the instructor is told to look."""
+    return dict(remarks=[f"review: uses {w}" for w in what], problems=[f"code uses {w}" for w in what])
+
+
+
 # --------------------------------------------------------------------------------------------------------------------
-# Wrong solutions that try to make the tests pass anyway (installed in the first solution cell, before any test)
+# Wrong solutions that try to pass anyway (installed in the first solution cell, before any test runs)
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@case("wrong answers + every trick to hide a failure from outside the kernel's loop: builtins.AssertionError "
-      "replaced, builtins.__import__ wrapped, sys.modules['math'] faked, sys.excepthook silenced, IPython's "
-      "showtraceback silenced, a custom handler swallowing every exception: still 0", score=0.0,
-      failed=["test_double", "test_mean"], output={"test_double": "AssertionError: double(2) should be 4"})
+@case("wrong answers + builtins.AssertionError replaced, builtins.__import__ wrapped, sys.modules['math'] faked, "
+      "sys.excepthook silenced, IPython's showtraceback silenced, a custom handler swallowing every exception: 0",
+      score=0.0, failed=["test_double", "test_mean"], output={"test_double": "AssertionError: double(2) should be 4"},
+      **flagged("IPython internals", "the builtins module", "interpreter hooks"))
 def hide_failures(toy):
     return toy.answer(mean=WRONG_MEAN, double=code("""
         import builtins, sys, types
@@ -598,13 +617,14 @@ def hide_failures(toy):
     """) + "\n\n" + WRONG_DOUBLE)
 
 
-KERNEL_HOLE = ("the hidden tests run in the learner's own kernel, after the learner's code, so that code decides what "
-               "a test cell executes and reports; nothing in the grader checks it (nbgrader's own model)")
+KERNEL_HOLE = ("the tests run in the learner's own kernel, after the learner's code, which therefore decides what a "
+               "test cell executes and what it reports; nothing outside the kernel checks it (nbgrader's model): ")
+RIGGED = dict(score=FULL, passed=["test_double", "test_mean"], **flagged("IPython internals"))
 
 
 @case("wrong answers + an IPython input transformer that turns every cell with an `assert` into `pass`: 0",
-      score=0.0, failed=["test_double", "test_mean"], hole=KERNEL_HOLE + ": input_transformers_cleanup empties "
-      "the test cells -> full marks")
+      score=0.0, failed=["test_double", "test_mean"], observed=RIGGED, **flagged("IPython internals"),
+      hole=KERNEL_HOLE + "get_ipython().input_transformers_cleanup empties the test cells -> full marks")
 def rig_input_transformer(toy):
     return toy.answer(mean=WRONG_MEAN, double=code("""
         get_ipython().input_transformers_cleanup.append(
@@ -612,9 +632,10 @@ def rig_input_transformer(toy):
     """) + "\n\n" + WRONG_DOUBLE)
 
 
-@case("wrong answers + a post_run_cell hook that clears the outputs and the error of every failed cell: 0",
-      score=0.0, failed=["test_double", "test_mean"], hole=KERNEL_HOLE + ": a post_run_cell hook sets "
-      "result.error_in_exec = None (reply status 'ok') and calls clear_output() -> full marks")
+@case("wrong answers + a post_run_cell hook that forgets the error of every failed cell: 0",
+      score=0.0, failed=["test_double", "test_mean"], observed=RIGGED, **flagged("IPython internals"),
+      hole=KERNEL_HOLE + "a post_run_cell hook sets result.error_in_exec = None (reply status 'ok') and calls "
+           "clear_output() (the error output goes) -> full marks")
 def rig_post_run_hook(toy):
     return toy.answer(mean=WRONG_MEAN, double=code("""
         from IPython.display import clear_output
@@ -627,9 +648,9 @@ def rig_post_run_hook(toy):
 
 
 @case("wrong answers returning an object equal to everything: 0", score=0.0, failed=["test_double", "test_mean"],
-      hole="the toy's tests compare with ==, so a float subclass whose __eq__ is always True passes every test "
-           "(a weakness of the tests, not the grader: real tests should check the type, e.g. "
-           "torch.testing.assert_close)")
+      observed={**RIGGED, **flagged("an __eq__ of its own")}, **flagged("an __eq__ of its own"),
+      hole="the toy's tests compare with ==, so a float subclass whose __eq__ is always True passes them all (a "
+           "weakness of the tests, not of the grader: tests should check the type too, as assert_close does)")
 def always_equal(toy):
     return toy.answer(double=code("""
         class Anything(float):
@@ -640,22 +661,19 @@ def always_equal(toy):
     """), mean="def mean(xs):\n    return Anything()")
 
 
-def rot13_leaks(outcome: Outcome) -> bool:
-    import codecs
-
-    from grading_support import hidden_lines, html_text
-
-    shown = codecs.encode(html_text(outcome.feedback()), "rot13")
-    leaked = [line for line in hidden_lines(outcome.toy.solution) if line in shown]
-    assert not leaked, f"the feedback shows, rot13-encoded, the hidden lines {leaked}"
-    return True
+def rot13_leak(o: Outcome) -> list[str]:
+    """The hidden-test lines that the feedback shows rot13-encoded."""
+    shown = codecs.encode(html_text(o.feedback()), "rot13")
+    return [line for line in hidden_lines(o.toy.solution) if line in shown]
 
 
-@case("correct code whose pre_run_cell hook prints every cell's source rot13-encoded: the feedback must not "
-      "carry the hidden tests out", score=FULL, check=rot13_leaks,
-      hole="HideHiddenTests only drops output lines that contain a hidden line verbatim: learner code sees every "
-           "test cell's source (pre_run_cell) and prints it encoded (rot13) into the test cell's output, which "
-           "the feedback shows -> the learner reads the hidden tests")
+@case("correct code whose pre_run_cell hook prints each cell's source rot13-encoded: the feedback still carries no "
+      "hidden test out", score=FULL, check=lambda o: not rot13_leak(o), **flagged("IPython internals"),
+      hole="HideHiddenTests drops only the output lines that contain a hidden line verbatim: learner code sees each "
+           "test cell's source (pre_run_cell) and prints it encoded into that cell's output, which the feedback "
+           "shows -> the learner reads every hidden test",
+      observed=dict(score=FULL, check=lambda o: len(rot13_leak(o)) == len(hidden_lines(o.toy.solution)),
+                    **flagged("IPython internals")))
 def exfiltrate_hidden_tests(toy):
     return toy.answer(double=code("""
         import codecs
