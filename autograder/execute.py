@@ -1,6 +1,6 @@
 """Run a learner's notebook inside the grading sandbox (the untrusted side of grading).
 
-    python -m autograder.execute IN.ipynb OUT.ipynb --timeout 600 [--progress FILE]
+    python -m autograder.execute IN.ipynb --timeout 600 [--progress FILE] > OUT.ipynb
 
 ``autograder.worker`` starts this under ``autograder.sandbox.run_sandboxed`` (a uid of its own, or root without
 capabilities), in a folder that holds nothing but the notebook to run. It deliberately imports neither nbgrader nor
@@ -13,7 +13,7 @@ code could open too.
   output) the worker still knows which cell was running.
 * Output is capped per cell (``MAX_CELL_OUTPUT`` characters): a ``while True: print(...)`` fills neither the
   notebook nor this process's memory.
-* A cell that kills the kernel (``os._exit``, a segfault) ends the run: ``OUT.ipynb`` is written with the cells run
+* A cell that kills the kernel (``os._exit``, a segfault) ends the run: the notebook is written with the cells run
   so far and the crash recorded in ``metadata.gptcourse_execution``; the worker re-runs with that cell neutralised.
 * Grading setup runs first in the kernel (``setup_code``): every generator seeded; on a GPU, TF32 off.
 
@@ -28,6 +28,7 @@ Exit status: 0 the notebook ran (cells may have failed, which is the learner's b
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -143,17 +144,19 @@ def make_client(nb, timeout: int, progress: Path | None, cwd: Path):
     return client
 
 
-def execute(source: Path, target: Path, timeout: int, progress: Path | None) -> int:
+def execute(source: Path, timeout: int, progress: Path | None) -> int:
     import nbformat
     from nbclient.exceptions import DeadKernelError
 
     nb = nbformat.read(source, as_version=4)
     source.unlink()  # the hidden tests are in memory now; nothing left on disk for the learner's code to find
     nb.cells.insert(0, nbformat.v4.new_code_cell(setup_code(nb)))
-    client = make_client(nb, timeout, progress, target.parent)
+    client = make_client(nb, timeout, progress, Path.cwd())
     status = {"dead_kernel": False, "stuck": False}
     try:
-        client.execute()
+        # The kernel gets no handle on our stdout, which carries the result: a file next to the learner's code
+        # could be rewritten by it (a process left behind) after we wrote it; this pipe cannot.
+        client.execute(stdout=subprocess.DEVNULL)
     except DeadKernelError as exc:
         status = {"dead_kernel": True, "stuck": False, "detail": str(exc)[:500]}
     except KernelStuck:
@@ -163,7 +166,8 @@ def execute(source: Path, target: Path, timeout: int, progress: Path | None) -> 
     if errors:  # the grading environment itself is broken: say so rather than blame the learner
         status["setup_error"] = f"{errors[0].get('ename')}: {errors[0].get('evalue')}"
     nb.metadata["gptcourse_execution"] = status
-    nbformat.write(nb, target)
+    sys.stdout.write(nbformat.writes(nb))
+    sys.stdout.flush()
     return KERNEL_DIED if status["dead_kernel"] else KERNEL_STUCK if status["stuck"] else 0
 
 
@@ -186,11 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.modules.setdefault("rfc3987_syntax", None)
     parser = argparse.ArgumentParser(prog="python -m autograder.execute", description=__doc__.split("\n")[0])
     parser.add_argument("source", type=Path)
-    parser.add_argument("target", type=Path)
     parser.add_argument("--timeout", type=int, required=True, help="seconds one cell may run")
     parser.add_argument("--progress", type=Path, default=None)
     args = parser.parse_args(argv)
-    return execute(args.source, args.target, args.timeout, args.progress)
+    return execute(args.source, args.timeout, args.progress)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,8 @@ REVIEW_PATTERNS = {
     "the builtins module": re.compile(r"\bbuiltins\b"),
     "interpreter hooks (sys.settrace/setprofile/excepthook)": re.compile(r"\bsys\.(settrace|setprofile|excepthook)\b"),
 }
+#: The executed notebook comes back on the executor's stdout; outputs are capped per cell, so this is generous.
+MAX_NOTEBOOK_BYTES = 64 * 2**20
 #: Paths of the repository that learner code must never see (solutions, tests with their catalogue, git history).
 SECRET_REPO_PATHS = ("solutions", "tests", ".git", "autograder/catalogue")
 #: What learner code must be able to run: Python (the venv and the installation behind it) and the course library.
@@ -129,10 +131,11 @@ class SandboxedExecute(NbGraderPreprocessor):
             env = {**self.env, "HOME": str(folder), "JUPYTER_RUNTIME_DIR": str(folder / ".runtime"),
                    "IPYTHONDIR": str(folder / ".ipython"), "MPLCONFIGDIR": str(folder / ".config"),
                    "XDG_CONFIG_HOME": str(folder / ".config"), "XDG_CACHE_HOME": str(folder / ".config")}
-            argv = [sys.executable, "-m", "autograder.execute", "in.ipynb", "out.ipynb",
-                    "--timeout", str(self.timeout), "--progress", "progress"]
+            argv = [sys.executable, "-m", "autograder.execute", "in.ipynb", "--timeout", str(self.timeout),
+                    "--progress", "progress"]
             result = run_sandboxed(argv, cwd=folder, timeout_s=self.submission_timeout, memory_mb=self.memory_mb,
                                    max_processes=self.max_processes, max_file_bytes=200 * 2**20, env=env,
+                                   max_output_bytes=MAX_NOTEBOOK_BYTES,
                                    run_as=self.run_as, hide_paths=self.hide_paths,
                                    read_only_paths=self.read_only_paths,
                                    reachable_paths=self.read_only_paths)  # the same: Python and the course library
@@ -141,9 +144,8 @@ class SandboxedExecute(NbGraderPreprocessor):
                      "stderr_tail": result.stderr[-2000:]}
             progress = (folder / "progress").read_text().split() if (folder / "progress").exists() else []
             running = int(progress[-1]) if progress else None
-            out = folder / "out.ipynb"
-            if result.killed_reason is None and result.returncode == 0 and out.exists():
-                return nbformat.read(out, as_version=4), None, None, facts
+            if result.killed_reason is None and result.returncode == 0:
+                return nbformat.reads(result.stdout, as_version=4), None, None, facts
             if result.killed_reason is None and result.returncode in (KERNEL_DIED, KERNEL_STUCK):
                 return None, "kernel" if result.returncode == KERNEL_DIED else "stuck", running, facts
             reason = result.killed_reason or "unknown"

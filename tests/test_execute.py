@@ -17,11 +17,10 @@ from autograder.execute import KERNEL_DIED, KERNEL_STUCK, MAX_CELL_OUTPUT, SETUP
 def run(tmp_path: Path, *sources: str, timeout: int = 20) -> tuple[int, nbformat.NotebookNode, list[int]]:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
     nbformat.write(nb, tmp_path / "in.ipynb")
-    proc = subprocess.run([sys.executable, "-m", "autograder.execute", "in.ipynb", "out.ipynb", "--timeout",
-                           str(timeout), "--progress", "progress"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "autograder.execute", "in.ipynb", "--timeout", str(timeout),
+                           "--progress", "progress"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     progress = [int(x) for x in (tmp_path / "progress").read_text().split()]
-    return proc.returncode, nbformat.read(tmp_path / "out.ipynb", as_version=4), progress
+    return proc.returncode, nbformat.reads(proc.stdout, as_version=4), progress
 
 
 def text(cell) -> str:
@@ -49,6 +48,13 @@ def test_runs_seeded_deletes_its_input_and_records_progress(tmp_path):
     assert text(nb.cells[0]).split() == [str(random.random()), str(torch.rand(1).item())]
     assert "in.ipynb" not in text(nb.cells[1])  # the notebook with the hidden tests is gone from the disk
     assert len(nb.cells) == 2  # the setup cell is not in the result
+
+
+@pytest.mark.slow
+def test_the_kernel_cannot_write_into_the_result(tmp_path):
+    # The result goes to the executor's stdout; the kernel's own stdout is elsewhere, so it cannot forge it.
+    code, nb, _ = run(tmp_path, "import os\nos.write(1, b'forged')\nprint('shown')")
+    assert code == 0 and text(nb.cells[0]) == "shown\n"
 
 
 @pytest.mark.slow
@@ -91,7 +97,7 @@ def test_the_kernel_cannot_read_the_executors_memory(tmp_path):
     probe = ("import os\ntry:\n    open(f'/proc/{os.getppid()}/mem', 'rb')\n    print('readable')\n"
              "except OSError as e:\n    print(type(e).__name__)")
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(probe)]), tmp_path / "in.ipynb")
-    result = run_sandboxed([sys.executable, "-m", "autograder.execute", "in.ipynb", "out.ipynb", "--timeout", "20"],
+    result = run_sandboxed([sys.executable, "-m", "autograder.execute", "in.ipynb", "--timeout", "20"],
                            cwd=tmp_path, timeout_s=120, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    assert text(nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0]).strip() == "PermissionError"
+    assert text(nbformat.reads(result.stdout, as_version=4).cells[0]).strip() == "PermissionError"
