@@ -229,7 +229,7 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
 
     uids = learner_uids(jobs)
     uids = uids if learner_uid_works(uids[0]) else None
-    todo, finished, run_problems = [], [], []
+    todo, finished = [], []
     for sub in subs:
         mine = [p for p in problems if p.student == sub.student and p.chapter == sub.chapter]
         path = result_path(workspace, sub.student, sub.chapter)
@@ -247,7 +247,6 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
         digest = sha256_of_files(sub.notebooks)
         if not force and unchanged(path, versions[sub.chapter], digest, settings):
             finished.append(read_result(path))
-            finished[-1]["remarks"] = [*finished[-1]["remarks"]]
             continue
         todo.append(make_job(sub, digest, mine, prepared=prepared, workspace=workspace, submissions=submissions,
                              solutions=solutions, version=versions[sub.chapter], settings=settings, jobs=jobs))
@@ -262,7 +261,7 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
     runs_dir.mkdir(exist_ok=True)
     (runs_dir / f"_run-{shard_name}.json").write_text(json.dumps(run_problems, indent=1))
 
-    skipped = len(finished) - sum(r["status"] != "graded" for r in finished)
+    skipped = sum(r["status"] == "graded" for r in finished)  # graded before and unchanged
     if skipped:
         say(f"{skipped} unchanged submission(s) already graded: skipped (--force grades them again)")
     for result in finished:

@@ -136,7 +136,7 @@ def _setup_script(read_only: Sequence[str], hidden: Sequence[str], reachable: Se
                      f"fail 'cannot cover {cover}'")
         lines += [f"mkdir -p {q(str(p))} && {mount} --move \"$stage/{i}\" {q(str(p))} || fail 'cannot expose {p}'"
                   for i, p in enumerate(paths)]
-        lines.append(f'rm -r "$stage"')
+        lines.append('rm -r "$stage"')
     lines += [f"{mount} --bind {q(p)} {q(p)} && {mount} -o remount,bind,ro {q(p)} || fail 'cannot make {p} read-only'"
               for p in read_only]
     lines += [f"{mount} -t tmpfs -o ro,size=4k,mode=0 sandbox-hidden {q(p)} || fail 'cannot hide {p}'" for p in hidden]

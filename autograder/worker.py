@@ -50,7 +50,8 @@ KILLED_MESSAGES = {
 }
 SKIPPED_NOTE = "; it was skipped so that the rest of the notebook could be graded"
 #: Short labels for grades.csv remarks (and the report's failure categories).
-KILLED_LABELS = {"kernel": "kernel crash", "timeout": "timeout", "stuck": "timeout", "memory": "memory limit", "output": "output cut",
+KILLED_LABELS = {"kernel": "kernel crash", "timeout": "timeout", "stuck": "timeout", "memory": "memory limit",
+                 "output": "output cut",
                  "unknown": "sandbox stopped"}
 #: Code that can change how the tests in the same kernel run or what they report (nbgrader runs the tests in the
 #: learner's kernel, after the learner's code: see tests/adversarial_cases.py for what each makes possible). No
@@ -59,7 +60,8 @@ REVIEW_PATTERNS = {
     "IPython internals (get_ipython)": re.compile(r"\bget_ipython\s*\("),
     "an __eq__ of its own": re.compile(r"\bdef\s+__eq__\b"),
     "the builtins module": re.compile(r"\bbuiltins\b"),
-    "interpreter hooks (sys.settrace/setprofile/excepthook)": re.compile(r"\bsys\.(settrace|setprofile|excepthook)\b"),
+    "interpreter hooks (sys.settrace/setprofile/excepthook)":
+        re.compile(r"\bsys\.(settrace|setprofile|excepthook)\b"),
 }
 #: The executed notebook comes back on the executor's stdout; outputs are capped per cell, so this is generous.
 MAX_NOTEBOOK_BYTES = 64 * 2**20
