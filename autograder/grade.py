@@ -1,11 +1,12 @@
 """Grade learners' notebooks with nbgrader: sandboxed, in parallel, sharded across runners, on CPU or GPU.
 
     python -m autograder.grade SUBMISSIONS --workspace DIR [--chapter CH ...] [--jobs N] [--device cpu|cuda]
-                               [--shard I/N] [--force] [--timeout SECONDS] [--memory-mb MB]
+                               [--shard I/N] [--force] [--timeout SECONDS] [--budget SECONDS] [--memory-mb MB]
 
 ``SUBMISSIONS`` is a folder ``<student>/<chapter>/<notebook>.ipynb`` or a .zip of one; it is only read, never
 changed. Each submission is graded by its own worker process (``autograder.worker``) in a throwaway course
-directory, its learner code in a sandbox (``autograder.sandbox``). The workspace (outside the repository) gets:
+directory: the learner's code in a sandboxed kernel (``autograder.sandbox``), the tests in the worker itself
+(``autograder.referee``). The workspace (outside the repository) gets:
 
 * ``results/<student>/<chapter>.json``: one result per submission (schema: ``autograder/result_schema.json``);
 * ``feedback/<student>/<chapter>/<notebook>.html``: what each learner may read (hidden tests removed);
@@ -37,10 +38,10 @@ from autograder.nbgrader_steps import prepare_chapter, quiet_nbgrader_logging
 from autograder.report import fmt
 from autograder.results import (RESULTS_DIR, assignment_version, new_result, problem, read_result, result_path,
                                 sha256_of_files, write_result)
-from autograder.sandbox import run_sandboxed, user_switch_available
+from autograder.sandbox import Filesystem, run_sandboxed, user_switch_available
 from autograder.submissions import (Problem, Submission, UsageError, extract_zip, find_solution_notebooks,
                                     scan_submissions)
-from autograder.worker import LEARNER_REACHABLE, SECRET_REPO_PATHS, SandboxedExecute
+from autograder.worker import LEARNER_READ_ONLY, library_paths
 from autograder.workspace import check_workspace, mark
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -54,6 +55,13 @@ UID_BASE = int(os.environ.get("GPTCOURSE_GRADING_UID_BASE", "2000000000"))
 MAX_JOBS = 256
 #: Address-space limit for learner code on CPU (importing torch alone maps ~2 GB of it); none on a GPU.
 DEFAULT_MEMORY_MB = 8192
+#: Seconds a worker may take beyond the submission's budget: nbgrader, the tests' imports, the feedback page.
+WORKER_MARGIN_S = 600
+
+
+def default_budget(cell_timeout: int) -> int:
+    """Seconds a whole submission may take by default: three cells' worth of the limit, and a minute."""
+    return 3 * cell_timeout + 60
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -92,18 +100,16 @@ def learner_uids(jobs: int) -> list[int]:
 
 
 def learner_uid_works(uid: int) -> bool:
-    """Whether learner code can run as ``uid`` here: root, setpriv, and this Python reachable by that uid (in the
-    sandbox, which exposes a Python installed in a private folder such as /root)."""
+    """Whether learner code can run as ``uid`` here: root, setpriv, and this Python (with Jupyter's kernel) usable
+    by that uid in the sandbox's own root, which holds nothing else."""
     if not user_switch_available():
         return False
     probe = Path(tempfile.mkdtemp(prefix="gptcourse-probe-"))
     try:
-        os.chown(probe, uid, uid)
-        # The kernel is a grandchild: the uid must be able to start this Python itself, with the same stdlib.
-        check = (f"import os, subprocess, sys; assert os.__file__ == {os.__file__!r}; "
-                 "subprocess.run([sys.executable, '-c', 'import nbclient, autograder.execute'], check=True)")
+        check = f"import os; assert os.__file__ == {os.__file__!r}; import ipykernel, zmq"
         result = run_sandboxed([sys.executable, "-c", check], cwd=probe, timeout_s=120, run_as=uid,
-                               reachable_paths=LEARNER_REACHABLE, env={"PATH": "/usr/bin:/bin", "HOME": str(probe)})
+                               filesystem=Filesystem(read_only=[*LEARNER_READ_ONLY, *library_paths()]),
+                               env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
         return result.returncode == 0
     finally:
         shutil.rmtree(probe, ignore_errors=True)
@@ -121,9 +127,11 @@ def unchanged(path: Path, version: str, digest: str, settings: dict) -> bool:
 
 def run_worker(job_path: Path, job: dict) -> dict:
     """Run one worker process (own process group, killed whole if it hangs); its result, or a failure result."""
-    budget = job["submission_timeout"] * (SandboxedExecute.max_restarts.default_value + 1) + 600
+    # The submission's budget covers the learner's code; the rest (nbgrader, imports, feedback) gets a margin.
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": job.get("gpu") or ""}  # the tests see the learner's GPU
     run = run_sandboxed([sys.executable, "-m", "autograder.worker", str(job_path)], cwd=job_path.parent,
-                        timeout_s=budget, network=True, max_file_bytes=None, max_output_bytes=200_000,
+                        timeout_s=job["budget"] + WORKER_MARGIN_S, network=True, max_file_bytes=None,
+                        max_output_bytes=200_000, env=env,
                         drop_privileges=False)  # the worker is ours: it needs root to set up the learner's sandbox
     result_path = Path(job["result_path"])
     if run.returncode == 0 and result_path.exists():
@@ -154,12 +162,11 @@ def make_job(sub: Submission, digest: str, problems: list[Problem], *, prepared:
         "result_path": str(result_path(workspace, sub.student, sub.chapter)),
         "assignment_version": version, "submission_sha256": digest, "settings": settings,
         "problems": [problem(p.file, p.problem, p.what_to_do, p.blocking) for p in problems],
-        "remarks": list(sub.remarks), "cell_timeout": settings["cell_timeout"],
-        "submission_timeout": 3 * settings["cell_timeout"] + 60, "memory_mb": settings["memory_mb"],
-        "device": settings["device"], "threads": max(1, (os.cpu_count() or 1) // jobs),
-        # What learner code must not see: the course's secrets, the workspace, every learner's submission.
-        "hide_paths": [str(REPO_ROOT / p) for p in SECRET_REPO_PATHS] + [str(solutions), str(workspace),
-                                                                        str(submissions)],
+        "remarks": list(sub.remarks), "cell_timeout": settings["cell_timeout"], "budget": settings["budget"],
+        "memory_mb": settings["memory_mb"], "device": settings["device"],
+        "threads": max(1, (os.cpu_count() or 1) // jobs),
+        # Never in the learner's sandbox, whatever folder holds them: the course, the workspace, the submissions.
+        "private_paths": [str(REPO_ROOT), str(solutions), str(workspace), str(submissions)],
     }
 
 
@@ -181,7 +188,8 @@ def result_line(result: dict) -> str:
 
 def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, wanted: list[str] | None = None,
           timeout: int = GRADING_CELL_TIMEOUT, out=None, jobs: int = 1, device: str = "cpu",
-          shard: tuple[int, int] | None = None, force: bool = False, memory_mb: int | None = DEFAULT_MEMORY_MB) -> int:
+          shard: tuple[int, int] | None = None, force: bool = False, memory_mb: int | None = DEFAULT_MEMORY_MB,
+          budget: int | None = None) -> int:
     """Grade every submission under ``submissions`` into ``workspace``; returns the exit status (see the module)."""
     out = out or sys.stdout
 
@@ -201,19 +209,27 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
             raise UsageError(f"Unknown chapter '{chapter}'. Chapters with solutions: {', '.join(known)}.")
     if not 1 <= jobs <= MAX_JOBS:
         raise UsageError(f"--jobs must be between 1 and {MAX_JOBS}.")
+    if timeout < 1:
+        raise UsageError(f"--timeout must be at least 1 second, not {timeout}.")
+    budget = default_budget(timeout) if budget is None else budget
+    if budget < timeout:
+        raise UsageError(f"--budget ({budget} s) must be at least --timeout ({timeout} s): the budget is for the "
+                         "whole submission, the timeout for one cell.")
     gpus = visible_gpus() if device == "cuda" else []
     if device == "cuda" and not gpus:
         raise UsageError("--device cuda, but no CUDA GPU is visible here. Use --device cpu, or run on a GPU runner.")
     check_workspace(workspace, submissions, solutions)
     mark(workspace)
     if submissions.is_file() and submissions.suffix.lower() == ".zip":
-        say(f"Unpacking {submissions} (checked: no unsafe paths, no absurd sizes)")
-        submissions = extract_zip(submissions, workspace / "unzipped", known)
+        archive = submissions
+        submissions = extract_zip(archive, workspace / "unzipped", known)
+        say(f"Unpacked {archive} (checked first: no unsafe paths, no absurd sizes)")
     subs, problems, chapters = scan_submissions(submissions, solutions, wanted, known)
     subs = [s for s in subs if in_shard(s.student, shard)]
     shard_name = f"shard-{shard[0]}-of-{shard[1]}" if shard else "all"
 
-    settings = {"cell_timeout": int(timeout), "device": device, "memory_mb": None if gpus else memory_mb}
+    settings = {"cell_timeout": int(timeout), "budget": int(budget), "device": device,
+                "memory_mb": None if gpus else memory_mb}
     logs = workspace / "logs"
     prepared = workspace / "prepared"
     prepared.mkdir(exist_ok=True)
@@ -343,13 +359,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="grade unchanged submissions again")
     parser.add_argument("--timeout", type=int, default=GRADING_CELL_TIMEOUT,
                         help=f"seconds one cell may run before it is interrupted (default {GRADING_CELL_TIMEOUT})")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="seconds a whole submission may take, restarts after a crash included (default: "
+                             "3 x --timeout + 60); cells not reached score 0 and say so")
     parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
                         help=f"address-space limit of learner code on CPU, MB (default {DEFAULT_MEMORY_MB})")
     parser.add_argument("--solutions", type=Path, default=SOLUTIONS_DIR, help=argparse.SUPPRESS)  # for the tests
     args = parser.parse_args(argv)
     try:
         return grade(args.submissions, args.workspace, args.solutions, args.chapters, args.timeout, jobs=args.jobs,
-                     device=args.device, shard=parse_shard(args.shard), force=args.force, memory_mb=args.memory_mb)
+                     device=args.device, shard=parse_shard(args.shard), force=args.force, memory_mb=args.memory_mb,
+                     budget=args.budget)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -57,7 +57,7 @@ def new_result(student: str, chapter: str, status: str, version: str, submission
         "remarks": [], "feedback": [], "settings": dict(settings),
         "isolation": {"process_group": False, "network_isolated": False, "separate_user": False,
                       "paths_hidden": False},
-        "kernel_restarts": 0,
+        "kernel_restarts": 0, "restart_reasons": [],
         "graded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
     }

@@ -54,7 +54,10 @@ import stat
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import dataclasses
+import tempfile
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Appended to stdout/stderr when they were cut at ``max_output_bytes``.
@@ -104,54 +107,112 @@ def _namespaces_permitted() -> bool:
     return probe.returncode == 0
 
 
-def _private_ancestor(path: Path) -> Path | None:
-    """The outermost folder above ``path`` that other users may not enter (no o+x), e.g. /root; None if none."""
-    for ancestor in reversed(path.parents):
-        if ancestor != Path("/") and not ancestor.stat().st_mode & stat.S_IXOTH:
-            return ancestor
-    return None
+@dataclass
+class Filesystem:
+    """What a sandboxed command may see: only these paths (an allow-list), in a root of its own; nothing else exists.
+
+    ``read_only``: folders or files shown read-only at their own path (Python, the course library; ``/usr``, with the
+    system's programs and libraries, always is). ``writable``:
+    folders shown read-write at their own path (where the kernel's sockets live). ``work``: the command's working
+    folder, a private size-capped tmpfs at this path, filled with a copy of ``work_source`` (if given) and owned by
+    the command's user. ``covered``: paths inside an allowed folder that must still not be seen (the course
+    repository, were it inside /usr): an empty folder is mounted over each. ``devices``: device nodes beyond the
+    basic ones (a GPU's). ``/tmp`` and ``/dev/shm`` are private tmpfs of ``tmp_mb``; ``/etc`` holds only what
+    programs need (users, hosts, the loader's cache); ``/proc`` shows the sandbox's own processes. Everything
+    writable is in memory and vanishes with the sandbox, except ``writable``.
+    """
+
+    read_only: list = field(default_factory=list)
+    writable: list = field(default_factory=list)
+    work: str = "/home/learner"
+    work_source: str | None = None
+    covered: list = field(default_factory=list)
+    devices: list = field(default_factory=list)
+    work_mb: int = 512
+    tmp_mb: int = 512
+
+    def entries(self) -> list[tuple[str, str]]:
+        """(path, kind) to mount, parents before what they contain; kind: ro, rw, cover, tmp or work."""
+        found = [(str(Path(p)), "ro") for p in ["/usr", *self.read_only] if Path(p).exists()]
+        found += [(str(Path(p)), "rw") for p in self.writable if Path(p).is_dir()]
+        found += [(str(Path(p)), "cover") for p in self.covered
+                  if any(Path(p) != Path(a) and Path(p).is_relative_to(a) for a, _ in found)]
+        found += [("/tmp", "tmp"), ("/dev/shm", "tmp"), (self.work, "work")]
+        return sorted(found, key=lambda entry: (len(Path(entry[0]).parts), entry[1] != "cover"))
 
 
-def _setup_script(read_only: Sequence[str], hidden: Sequence[str], reachable: Sequence[str]) -> str:
-    """The shell script that runs first inside the new namespaces (as root, before privileges are dropped).
+#: Where the set-up script finds mount, pivot_root, ip and the like, whatever the command's PATH.
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+ETC_FILES = {"passwd": "root:x:0:0:root:/root:/bin/sh\nlearner:x:{uid}:{uid}:learner:{work}:/bin/sh\n",
+             "group": "root:x:0:\nlearner:x:{uid}:\n", "hosts": "127.0.0.1 localhost\n::1 localhost\n",
+             "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n"}
+ETC_COPIED = ("/etc/ld.so.cache", "/etc/localtime")
+BASIC_DEVICES = ("null", "zero", "full", "random", "urandom")
 
-    * loopback up;
-    * each ``reachable`` path inside a private folder (the Python under /root, mode 0700) is made reachable for
-      another uid: the folder is covered by an empty tmpfs of mode 0755 and only that path is mounted back into it;
-    * each read-only path bind-mounted read-only onto itself; each hidden path covered by an empty tmpfs of mode 000.
-    Mounts are private to this namespace (``unshare`` makes them so). Then exec the command in place."""
-    q, mount = shlex.quote, shutil.which("mount") or "/bin/mount"
-    lines = ['fail() { echo "sandbox: $*" >&2; exit 125; }',
-             f'{q(shutil.which("ip"))} link set lo up || fail "cannot bring loopback up"']
-    covers: dict[Path, list[Path]] = {}
-    for path in map(Path, reachable):
-        if (ancestor := _private_ancestor(path)) is not None:
-            covers.setdefault(ancestor, []).append(path)
-    for n, (cover, paths) in enumerate(covers.items()):
-        # Staged outside every covered folder: a fresh root-only folder in /tmp, removed once empty again.
-        lines.append(f'stage=$(mktemp -d /tmp/.sandbox-stage-{n}.XXXXXX) || fail "cannot stage"')
-        lines += [f"mkdir \"$stage/{i}\" && {mount} --rbind {q(str(p))} \"$stage/{i}\" || fail 'cannot stage {p}'"
-                  for i, p in enumerate(paths)]
-        lines.append(f"{mount} -t tmpfs -o mode=0755,size=64k sandbox-private {q(str(cover))} || "
-                     f"fail 'cannot cover {cover}'")
-        lines += [f"mkdir -p {q(str(p))} && {mount} --move \"$stage/{i}\" {q(str(p))} || fail 'cannot expose {p}'"
-                  for i, p in enumerate(paths)]
-        lines.append('rm -r "$stage"')
-    lines += [f"{mount} --bind {q(p)} {q(p)} && {mount} -o remount,bind,ro {q(p)} || fail 'cannot make {p} read-only'"
-              for p in read_only]
-    lines += [f"{mount} -t tmpfs -o ro,size=4k,mode=0 sandbox-hidden {q(p)} || fail 'cannot hide {p}'" for p in hidden]
-    lines.append('exec "$@"')
+
+def _root_script(fs: Filesystem, root: str, uid: int) -> list[str]:
+    """Shell lines that build ``fs`` in a tmpfs at ``root`` and make it the root (pivot_root), as root."""
+    q, mount = shlex.quote, "mount"
+    lines = [f"R={q(root)}", f'{mount} -t tmpfs -o mode=0755,size=16m sandbox-root "$R" || fail "cannot make a root"']
+    for top in ("bin", "lib", "lib64", "sbin"):  # merged-/usr systems link these into /usr
+        target = Path("/" + top)
+        if target.is_symlink():
+            lines.append(f'ln -s {q(os.readlink(target))} "$R/{top}"')
+        elif target.is_dir():
+            fs = dataclasses.replace(fs, read_only=[*fs.read_only, str(target)])
+    lines.append('mkdir -p "$R/etc" "$R/dev" "$R/proc" "$R/tmp"')
+    for name, text in ETC_FILES.items():
+        lines.append(f'printf %s {q(text.format(uid=uid, work=fs.work))} > "$R/etc/{name}"')
+    lines += [f'cp -P {q(p)} "$R{p}" 2>/dev/null || true' for p in ETC_COPIED if os.path.lexists(p)]
+    for dev in [f"/dev/{d}" for d in BASIC_DEVICES] + [str(d) for d in fs.devices]:
+        if os.path.exists(dev):
+            lines.append(f'mkdir -p "$(dirname "$R{dev}")" && touch "$R{dev}" && {mount} --bind {q(dev)} "$R{dev}" '
+                         f"|| fail 'cannot add {dev}'")
+    lines += [f'ln -s /proc/self/fd "$R/dev/fd"', f'ln -s /proc/self/fd/0 "$R/dev/stdin"',
+              f'ln -s /proc/self/fd/1 "$R/dev/stdout"', f'ln -s /proc/self/fd/2 "$R/dev/stderr"']
+    for path, kind in fs.entries():
+        target = f'"$R"{q(path)}'
+        if kind in ("ro", "rw"):
+            make = "touch" if Path(path).is_file() else "mkdir -p"
+            lines.append(f'mkdir -p "$(dirname {target})" && {make} {target} && {mount} --bind {q(path)} {target} '
+                         f"|| fail 'cannot show {path}'")
+            if kind == "ro":
+                lines.append(f"{mount} -o remount,bind,ro {target} || fail 'cannot make {path} read-only'")
+        elif kind == "cover":
+            lines.append(f"{mount} -t tmpfs -o ro,size=4k,mode=0755 sandbox-covered {target} "
+                         f"|| fail 'cannot cover {path}'")
+        else:  # tmp, work: private, size-capped, in memory
+            size, mode = (fs.tmp_mb, "1777") if kind == "tmp" else (fs.work_mb, "0755")
+            lines.append(f"mkdir -p {target} && {mount} -t tmpfs -o mode={mode},size={size}m sandbox-{kind} "
+                         f"{target} || fail 'cannot make {path}'")
+    if fs.work_source:
+        lines.append(f'cp -R {q(fs.work_source)}/. "$R"{q(fs.work)}/ || fail "cannot fill the work folder"')
+    lines.append(f'chown -R {uid}:{uid} "$R"{q(fs.work)}')
+    lines.append(f'{mount} -t proc proc "$R/proc" || fail "cannot mount /proc"')
+    # The old root goes: nothing outside the allow-list is reachable any more, whatever the command's user.
+    lines += ['cd "$R" && mkdir .old-root && pivot_root . .old-root && cd / && umount -l /.old-root '
+              '&& rmdir /.old-root || fail "cannot change the root"', f"cd {q(fs.work)}"]
+    return lines
+
+
+def _setup_script(fs: Filesystem | None, root: str | None, uid: int) -> str:
+    """The shell script that runs first inside the new namespaces (as root, before privileges are dropped): loopback
+    up, then, with ``fs``, the allow-listed root. Mounts are private to the namespace. Then exec the command."""
+    lines = ['fail() { echo "sandbox: $*" >&2; exit 125; }', 'saved_path="$PATH"', f"PATH={SYSTEM_PATH}",
+             'ip link set lo up || fail "cannot bring loopback up"']
+    if fs is not None:
+        lines += _root_script(fs, root, uid)
+    lines += ['PATH="$saved_path"', 'exec "$@"']
     return "\n".join(lines) + "\n"
 
 
-def _netns_prefix(hide_paths: Sequence[str] = (), read_only_paths: Sequence[str] = (),
-                  reachable_paths: Sequence[str] = ()) -> tuple[str, ...] | None:
+def _netns_prefix(fs: Filesystem | None = None, root: str | None = None, uid: int = 0) -> tuple[str, ...] | None:
     """The argv prefix that runs a command in new network, mount and PID namespaces (no network but loopback; it
     sees only its own processes, and when it ends they all die), set up by ``_setup_script``; None where the
     namespaces are not permitted. The command's argv follows the prefix."""
     if not _namespaces_permitted():
         return None
-    script = _setup_script(read_only_paths, hide_paths, reachable_paths)
+    script = _setup_script(fs, root, uid)
     return (shutil.which("unshare"), *NAMESPACES, "--", "/bin/sh", "-c", script, "sandbox")
 
 
@@ -269,36 +330,46 @@ def _read(sel: selectors.BaseSelector, timeout: float) -> None:
             sel.unregister(key.fileobj)
 
 
-def run_sandboxed(argv: Sequence[str | os.PathLike], *, cwd: str | os.PathLike, timeout_s: float,
-                  memory_mb: int | None = None, max_processes: int | None = None,
-                  max_output_bytes: int = 1_000_000, max_file_bytes: int | None = 100 * 2**20,
-                  network: bool = False, env: Mapping[str, str] | None = None, run_as: int | None = None,
-                  hide_paths: Sequence[str | os.PathLike] = (), read_only_paths: Sequence[str | os.PathLike] = (),
-                  reachable_paths: Sequence[str | os.PathLike] = (), drop_privileges: bool = True) -> SandboxResult:
-    """Run ``argv`` in ``cwd`` with the limits above; return once it exited or was killed.
-
-    ``run_as``: a uid *dedicated to this sandbox* (nothing else may run as it) to run the command as, when this
-    process is root; every process of that uid is killed afterwards. ``hide_paths``: folders covered by an empty
-    tmpfs for the command (with ``network=False`` and where namespaces are permitted). The result says which of
-    these protections really applied.
-
-    Never raises for what the command does, only for what the caller got wrong (a missing cwd, say). A missing
-    program raises FileNotFoundError when run directly, but exits 127 when run through ``unshare``'s shell.
-    """
+def _command(argv, *, network: bool, run_as: int | None, drop_privileges: bool, filesystem: Filesystem | None,
+             root: str | None) -> tuple[list[str], dict]:
+    """The full argv (namespace set-up, user switch, command) and which protections apply."""
     argv = [os.fspath(a) for a in argv]
     as_user = _as_user_prefix(run_as) if run_as is not None else None
     if as_user:
         argv = [*as_user, *argv]
     elif drop_privileges and (no_caps := _no_privileges_prefix()):
         argv = [*no_caps, *argv]
-    folders = {Path(p).resolve() for p in hide_paths if Path(p).is_dir()}
-    # Outermost only: once a folder is covered, nothing inside it exists to be covered.
-    hidden = sorted(str(p) for p in folders if not any(p != q and p.is_relative_to(q) for q in folders))
-    read_only = [str(Path(p).resolve()) for p in read_only_paths if Path(p).is_dir()]
-    reachable = [str(Path(p).resolve()) for p in reachable_paths if Path(p).is_dir()] if as_user else []
-    prefix = None if network else _netns_prefix(hidden, read_only, reachable)
+    prefix = None if network else _netns_prefix(filesystem, root, run_as if as_user else 0)
     if prefix:
         argv = [*prefix, *argv]
+    return argv, {"network_isolated": prefix is not None, "user_separated": as_user is not None,
+                  "paths_hidden": prefix is not None and filesystem is not None}
+
+
+def run_sandboxed(argv: Sequence[str | os.PathLike], *, cwd: str | os.PathLike, timeout_s: float,
+                  memory_mb: int | None = None, max_processes: int | None = None,
+                  max_output_bytes: int = 1_000_000, max_file_bytes: int | None = 100 * 2**20,
+                  network: bool = False, env: Mapping[str, str] | None = None, run_as: int | None = None,
+                  filesystem: Filesystem | None = None, drop_privileges: bool = True) -> SandboxResult:
+    """Run ``argv`` in ``cwd`` with the limits above; return once it exited or was killed.
+
+    ``run_as``: a uid *dedicated to this sandbox* (nothing else may run as it) to run the command as, when this
+    process is root; every process of that uid is killed afterwards. ``filesystem``: the allow-list of what the
+    command sees (with ``network=False`` and where namespaces are permitted); it then runs in ``filesystem.work``,
+    not ``cwd``. The result says which of these protections really applied.
+
+    Never raises for what the command does, only for what the caller got wrong (a missing cwd, say). A missing
+    program raises FileNotFoundError when run directly, but exits 127 when run through ``unshare``'s shell.
+    """
+    with tempfile.TemporaryDirectory(prefix="gptcourse-sandbox-") as root:
+        argv, facts = _command(argv, network=network, run_as=run_as, drop_privileges=drop_privileges,
+                               filesystem=filesystem, root=root)
+        return _run(argv, cwd, timeout_s, memory_mb, max_processes, max_output_bytes, max_file_bytes, env,
+                    run_as if facts["user_separated"] else None, facts)
+
+
+def _run(argv, cwd, timeout_s, memory_mb, max_processes, max_output_bytes, max_file_bytes, env, run_as,
+         facts) -> SandboxResult:
     out, err = _Capture(max_output_bytes), _Capture(max_output_bytes)
     killed_reason = None
 
@@ -326,7 +397,7 @@ def run_sandboxed(argv: Sequence[str | os.PathLike], *, cwd: str | os.PathLike, 
                 time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
         # Kill the group whatever happened: leftovers of a finished command must not outlive it either.
         _kill_group(proc.pid)
-        if as_user:
+        if run_as is not None:
             kill_user_processes(run_as)
         drain_end = time.monotonic() + DRAIN_S
         while sel.get_map() and time.monotonic() < drain_end:
@@ -339,5 +410,57 @@ def run_sandboxed(argv: Sequence[str | os.PathLike], *, cwd: str | os.PathLike, 
     if killed_reason is None and memory_mb is not None and returncode != 0 and MEMORY_ERROR.search(err.text()):
         killed_reason = "memory"
     return SandboxResult(returncode=returncode, timed_out=killed_reason == "timeout", killed_reason=killed_reason,
-                         stdout=out.text(), stderr=err.text(), wall_s=wall_s, network_isolated=prefix is not None,
-                         user_separated=as_user is not None, paths_hidden=prefix is not None and bool(hidden))
+                         stdout=out.text(), stderr=err.text(), wall_s=wall_s, **facts)
+
+
+class SandboxedProcess:
+    """A command started in the sandbox that keeps running (a Jupyter kernel): ``alive``, ``kill``, ``stderr``.
+
+    Its stdout and stderr (not what it sends elsewhere) are kept, the last ``keep_bytes`` of them, by a thread."""
+
+    def __init__(self, popen: subprocess.Popen, run_as: int | None, facts: dict, root: tempfile.TemporaryDirectory,
+                 keep_bytes: int = 100_000):
+        self.popen, self.run_as, self.facts, self._root = popen, run_as, facts, root
+        self._tail = bytearray()
+        self._keep = keep_bytes
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for chunk in iter(lambda: self.popen.stdout.read1(65536), b""):
+            self._tail += chunk
+            del self._tail[:-self._keep]
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output_tail(self) -> str:
+        return self._tail.decode("utf-8", "replace")
+
+    def kill(self) -> None:
+        """Kill it and everything it started (its group, its namespace, its dedicated user's processes)."""
+        _kill_group(self.popen.pid)
+        if self.run_as is not None:
+            kill_user_processes(self.run_as)
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL of the group does not fail
+            pass
+        self._reader.join(timeout=2)
+        self.popen.stdout.close()
+        self._root.cleanup()
+
+
+def start_sandboxed(argv: Sequence[str | os.PathLike], *, cwd: str | os.PathLike, env: Mapping[str, str],
+                    memory_mb: int | None = None, max_processes: int | None = None,
+                    max_file_bytes: int | None = 100 * 2**20, run_as: int | None = None,
+                    filesystem: Filesystem | None = None, pass_fds: Sequence[int] = ()) -> SandboxedProcess:
+    """Start ``argv`` like ``run_sandboxed`` would run it (no network, the limits, ``filesystem``) and return at
+    once; the caller talks to it (through ``filesystem.writable`` folders, say) and kills it when done."""
+    root = tempfile.TemporaryDirectory(prefix="gptcourse-sandbox-")
+    argv, facts = _command(argv, network=False, run_as=run_as, drop_privileges=True, filesystem=filesystem,
+                           root=root.name)
+    popen = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, start_new_session=True, pass_fds=tuple(pass_fds),
+                             preexec_fn=functools.partial(_set_limits, memory_mb, max_processes, max_file_bytes))
+    return SandboxedProcess(popen, run_as if facts["user_separated"] else None, facts, root)

@@ -6,12 +6,13 @@ The worker is trusted code; it never runs the learner's code itself:
 1. It makes a throwaway course directory (mode 0700) holding a copy of the prepared gradebook (which knows the
    tests, hidden ones included), the chapter's non-notebook files and the submitted notebooks, and runs nbgrader's
    ``autograde`` and ``generate_feedback`` there. The master gradebook and other learners' work are never touched.
-2. nbgrader's ``Execute`` step is replaced by ``SandboxedExecute``: the notebook nbgrader prepared (test cells
-   restored from the gradebook) is run by ``autograder.execute`` inside ``autograder.sandbox.run_sandboxed``, in an
-   empty folder, as a uid of its own, without network, under memory/process/file/output limits, with the solutions,
-   the workspace, the submissions and the throwaway course directory hidden.
-3. When the sandbox dies in a cell (the kernel crashed, or the time, memory or output limit killed it), that cell is
-   neutralised and the notebook runs again from the start, so the other exercises keep their points.
+2. nbgrader's ``Execute`` step is replaced by ``RefereeExecute`` (``autograder.referee``): the learner's cells run in a
+   Jupyter kernel inside ``autograder.sandbox`` (no network, its own root that holds nothing but Python, the course
+   library and a copy of the learner's folder, a uid of its own, limits); the course's test cells run here, in the
+   worker, and reach the learner's code only through plain values. No test, expected value or tolerance enters the
+   learner's kernel.
+3. When the learner's code kills the kernel or ignores an interrupt, that cell is marked, a new kernel replays the
+   cells before it, and grading goes on; the submission's time budget counts everything once.
 4. It writes ``results/<student>/<chapter>.json`` (see ``autograder.results``), the feedback pages and the
    autograded notebook into the workspace, and deletes the throwaway directory.
 """
@@ -19,144 +20,128 @@ The worker is trusted code; it never runs the learner's code itself:
 from __future__ import annotations
 
 import copy
+import glob
 import json
-import re
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from traitlets import Dict, Integer, List
+from traitlets import Dict, Float, Integer, List
 
 from autograder import results as res
-from autograder.course import (REPO_ROOT, TIMEOUT_ENAME, HideHiddenTests, grading_config, is_test_cell,
-                               venv_scripts_on_path)
-from autograder.execute import KERNEL_DIED, KERNEL_STUCK
+from autograder.course import (REPO_ROOT, HideHiddenTests, grading_config, is_test_cell, venv_scripts_on_path)
 from autograder.nbgrader_steps import last_error_line, quiet_nbgrader_logging, write_log
-from autograder.sandbox import run_sandboxed
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-#: What a neutralised cell runs instead of its code, and the error it then shows, per reason the sandbox died.
-KILLED_ENAME = "CellKilledByGrader"
-KILLED_MESSAGES = {
-    "kernel": "this cell crashed the Python kernel (os._exit, a segfault, or an abort in a library)",
-    "timeout": "this cell was still running when the submission's time budget ran out",
-    "stuck": "this cell ran past its time limit and did not stop when interrupted",
-    "memory": "this cell used more memory than the grader allows",
-    "output": "this cell printed more than the grader keeps",
-    "unknown": "the grading sandbox stopped while this cell ran",
-}
-SKIPPED_NOTE = "; it was skipped so that the rest of the notebook could be graded"
-#: Short labels for grades.csv remarks (and the report's failure categories).
-KILLED_LABELS = {"kernel": "kernel crash", "timeout": "timeout", "stuck": "timeout", "memory": "memory limit",
-                 "output": "output cut",
-                 "unknown": "sandbox stopped"}
-#: Code that can change how the tests in the same kernel run or what they report (nbgrader runs the tests in the
-#: learner's kernel, after the learner's code: see tests/adversarial_cases.py for what each makes possible). No
-#: exercise needs them, so a submission that uses one is flagged for a human look; its score stands.
+#: Short labels of why a cell was stopped, for grades.csv remarks and the report's categories.
+STOP_LABELS = {"timeout": "timeout", "stuck": "timeout (did not stop when interrupted)", "kernel": "kernel crash",
+               "memory": "memory limit", "protocol": "kernel stopped answering the grader"}
+#: Code that tries to reach into the grading machinery (none of this is needed by any exercise). Since the tests
+#: run in the grader's process, none of it can change a verdict; a submission that uses it is still flagged for a
+#: human look, as a second line of defence. Its score stands.
 REVIEW_PATTERNS = {
-    "IPython internals (get_ipython)": re.compile(r"\bget_ipython\s*\("),
+    "IPython internals": re.compile(r"\bget_ipython\s*\(|\bInteractiveShell\b|\binput_transformers\w*"),
     "an __eq__ of its own": re.compile(r"\bdef\s+__eq__\b"),
-    "the builtins module": re.compile(r"\bbuiltins\b"),
-    "interpreter hooks (sys.settrace/setprofile/excepthook)":
-        re.compile(r"\bsys\.(settrace|setprofile|excepthook)\b"),
+    "the builtins module": re.compile(r"\bbuiltins\b|__builtins__"),
+    "interpreter hooks": re.compile(r"\bsys\.(settrace|setprofile|excepthook|_getframe|addaudithook)\b"
+                                    r"|\bsetrecursionlimit\b|\bsignal\.signal\b"),
+    "the grader's agent": re.compile(r"_gptcourse_agent|gptcourse_referee"),
 }
-#: The executed notebook comes back on the executor's stdout; outputs are capped per cell, so this is generous.
-MAX_NOTEBOOK_BYTES = 64 * 2**20
-#: Paths of the repository that learner code must never see (solutions, tests with their catalogue, git history).
-SECRET_REPO_PATHS = ("solutions", "tests", ".git", "autograder/catalogue")
-#: What learner code must be able to run: Python (the venv and the installation behind it) and the course library.
-LEARNER_REACHABLE = sorted({sys.prefix, sys.base_prefix, str(REPO_ROOT)})
+#: What learner code may see, read-only: Python (the venv and the installation behind it), the course library.
+LEARNER_READ_ONLY = sorted({sys.prefix, sys.base_prefix, str(REPO_ROOT / "gptcourse")})
 
 
-class SandboxedExecute(NbGraderPreprocessor):
-    """nbgrader's Execute step, run in the sandbox; re-runs with the crashing cell neutralised (see the module)."""
+def library_paths() -> list[str]:
+    """Folders of shared libraries named by LD_LIBRARY_PATH (a container's CUDA, say): the kernel needs them too."""
+    return [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p and Path(p).is_dir()]
+
+
+def gpu_paths() -> tuple[list[str], list[str]]:
+    """(device nodes, read-only folders) a CUDA kernel needs in the sandbox: the NVIDIA devices, and /sys."""
+    devices = sorted(p for p in glob.glob("/dev/nvidia*") + glob.glob("/dev/nvidia-caps/*") if not Path(p).is_dir())
+    return devices, ["/sys"]
+
+
+class RefereeExecute(NbGraderPreprocessor):
+    """nbgrader's Execute step, the referee's way (``autograder.referee.runner.NotebookRun``) in the sandbox."""
 
     timeout = Integer(600, help="seconds one cell may run").tag(config=True)
-    submission_timeout = Integer(1860, help="seconds one run of the whole notebook may take").tag(config=True)
+    budget = Float(1860.0, help="seconds the whole submission may take, restarts included").tag(config=True)
     memory_mb = Integer(None, allow_none=True).tag(config=True)
     max_processes = Integer(256).tag(config=True)
-    max_restarts = Integer(4, help="cells that may be neutralised before the submission counts as failed").tag(
-        config=True)
     run_as = Integer(None, allow_none=True, help="uid dedicated to this worker's learner code").tag(config=True)
     env = Dict().tag(config=True)
-    hide_paths = List().tag(config=True)
-    read_only_paths = List().tag(config=True)
+    read_only = List().tag(config=True)
+    covered = List().tag(config=True)
+    devices = List().tag(config=True)
+    work_source = Dict(help="notebook name -> folder copied into the kernel's working folder").tag(config=True)
 
-    #: What the last preprocess() saw, for the worker (one submission per process).
-    report: dict = {}
+    #: What each notebook's run reported (one submission per process), and a kernel that would not start.
+    reports: dict = {}
+    start_error: str | None = None
+    #: Seconds left of the submission's budget, shared by its notebooks.
+    spent: float = 0.0
 
     def preprocess(self, nb, resources):
-        killed: dict[int, str] = {}
-        sources = [cell.get("source", "") for cell in nb.cells]
-        while True:
-            run = copy.deepcopy(nb)
-            for index, reason in killed.items():
-                run.cells[index].source = f"raise RuntimeError({KILLED_MESSAGES[reason] + SKIPPED_NOTE!r})"
-            done, reason, index, sandbox = self.run_once(run)
-            type(self).report = {"kernel_restarts": len(killed), "killed": dict(killed), "sandbox": sandbox}
-            if done is not None:
-                break
-            if index is None or index < 0 or index in killed or len(killed) >= self.max_restarts:
-                where = "before the first cell" if index is None or index < 0 else f"in cell {index + 1}"
-                said = [line.strip() for line in sandbox["stderr_tail"].splitlines() if line.strip()]
-                raise RuntimeError(f"GradingSandboxError: the sandbox stopped ({reason}) {where} and could not "
-                                   f"recover after {len(killed)} restart(s)"
-                                   + (f"; it said: {said[-1]}" if said else ""))
-            self.log.warning("Sandbox stopped (%s) in cell %s: neutralising it and running again", reason, index)
-            killed[index] = reason
-        from nbformat.v4 import new_output
+        from autograder.referee.kernel import KernelStartError, uses_torch
+        from autograder.referee.runner import NotebookRun
 
-        for index, reason in killed.items():  # the learner sees their own code, and why it did not count
-            cell = done.cells[index]
-            cell.source = sources[index]
-            cell.outputs = [new_output("error", ename=KILLED_ENAME, evalue=KILLED_MESSAGES[reason],
-                                       traceback=[f"{KILLED_ENAME}: {KILLED_MESSAGES[reason]}{SKIPPED_NOTE}."])]
-        done.metadata.pop("gptcourse_execution", None)
+        name = resources["nbgrader"]["notebook"]
+        trusted = self.trusted_cells(resources)
+        torch_used = uses_torch(cell.get("source", "") for cell in nb.cells)
+        seed_referee(torch_used, self.env.get("GPTCOURSE_DEVICE", "cpu").startswith("cuda"))
+        run = NotebookRun(nb, lambda: self.new_kernel(name, torch_used), trusted, cell_timeout=self.timeout,
+                          budget=max(self.budget - type(self).spent, 1.0), log=self.log.warning)
+        try:
+            done = run.run()
+        except KernelStartError as exc:
+            type(self).start_error = str(exc)
+            raise
+        finally:
+            type(self).spent += run.report.seconds
+            type(self).reports[name] = run.report
         nb.cells = done.cells
         return nb, resources
 
-    def run_once(self, nb):
-        """Run ``nb`` once in the sandbox: (executed notebook or None, why it stopped, cell index, sandbox facts)."""
-        import nbformat
+    def trusted_cells(self, resources) -> dict[str, str]:
+        """grade_id -> source of the course's locked code cells (setup and tests), from the gradebook."""
+        from nbgrader.api import Gradebook
+
+        with Gradebook(resources["nbgrader"]["db_url"]) as gb:
+            notebook = gb.find_notebook(resources["nbgrader"]["notebook"], resources["nbgrader"]["assignment"])
+            return {c.name: c.source for c in notebook.source_cells if c.cell_type == "code" and c.locked}
+
+    def new_kernel(self, notebook: str, seed_torch: bool):
+        from autograder.referee.kernel import LearnerKernel, SandboxedKernelProcess
 
         folder = Path(tempfile.mkdtemp(prefix="gptcourse-run-"))
-        try:
-            for sub in (".runtime", ".ipython", ".config"):
-                (folder / sub).mkdir()
-            nbformat.write(nb, folder / "in.ipynb")
-            if self.run_as is not None and os.geteuid() == 0:
-                for path in [folder, *folder.rglob("*")]:
-                    os.chown(path, self.run_as, self.run_as)
-            env = {**self.env, "HOME": str(folder), "JUPYTER_RUNTIME_DIR": str(folder / ".runtime"),
-                   "IPYTHONDIR": str(folder / ".ipython"), "MPLCONFIGDIR": str(folder / ".config"),
-                   "XDG_CONFIG_HOME": str(folder / ".config"), "XDG_CACHE_HOME": str(folder / ".config")}
-            argv = [sys.executable, "-m", "autograder.execute", "in.ipynb", "--timeout", str(self.timeout),
-                    "--progress", "progress"]
-            result = run_sandboxed(argv, cwd=folder, timeout_s=self.submission_timeout, memory_mb=self.memory_mb,
-                                   max_processes=self.max_processes, max_file_bytes=200 * 2**20, env=env,
-                                   max_output_bytes=MAX_NOTEBOOK_BYTES,
-                                   run_as=self.run_as, hide_paths=self.hide_paths,
-                                   read_only_paths=self.read_only_paths,
-                                   reachable_paths=self.read_only_paths)  # the same: Python and the course library
-            facts = {"network_isolated": result.network_isolated, "separate_user": result.user_separated,
-                     "paths_hidden": result.paths_hidden, "returncode": result.returncode,
-                     "stderr_tail": result.stderr[-2000:]}
-            progress = (folder / "progress").read_text().split() if (folder / "progress").exists() else []
-            running = int(progress[-1]) if progress else None
-            if result.killed_reason is None and result.returncode == 0:
-                return nbformat.reads(result.stdout, as_version=4), None, None, facts
-            if result.killed_reason is None and result.returncode in (KERNEL_DIED, KERNEL_STUCK):
-                return None, "kernel" if result.returncode == KERNEL_DIED else "stuck", running, facts
-            reason = result.killed_reason or "unknown"
-            if reason == "unknown" and "MemoryError" in result.stderr:
-                reason = "memory"
-            self.log.warning("sandbox exit %s, stderr: %s", result.returncode, result.stderr[-2000:])
-            return None, reason, running, facts
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        _RUN_FOLDERS.append(folder)
+        process = SandboxedKernelProcess(folder, self.env, self.read_only, covered=self.covered, devices=self.devices,
+                                         work_source=self.work_source.get(notebook), run_as=self.run_as,
+                                         memory_mb=self.memory_mb, max_processes=self.max_processes)
+        return LearnerKernel(process, seed_torch=seed_torch)
+
+
+#: Throwaway folders of this worker's kernels (their shared socket folders): removed when the job ends.
+_RUN_FOLDERS: list[Path] = []
+
+
+def seed_referee(torch_used: bool, cuda: bool) -> None:
+    """The referee's generators as the kernel's start (the same inputs for every submission where a test draws from
+    the global generators); on a GPU, no TF32, so that the tests' references round like the learner's results."""
+    import random
+
+    random.seed(0)
+    if torch_used:
+        from gptcourse.seed import exact_gpu_maths, set_seed
+
+        set_seed(0)
+        if cuda:
+            exact_gpu_maths()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -168,7 +153,7 @@ def sandbox_env(job: dict) -> dict:
     """The whole environment the learner's kernel gets: nothing of ours (no tokens, no paths to secrets)."""
     venv_bin = str(Path(sys.executable).parent)
     threads = str(job["threads"])
-    return {
+    env = {
         "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
         "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
         "GPTCOURSE_DEVICE": job["device"], "CUDA_VISIBLE_DEVICES": job.get("gpu") or "",
@@ -176,29 +161,36 @@ def sandbox_env(job: dict) -> dict:
         "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,  # --jobs workers must not fight over cores
         "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
     }
+    if os.environ.get("LD_LIBRARY_PATH"):
+        env["LD_LIBRARY_PATH"] = os.environ["LD_LIBRARY_PATH"]
+    return env
 
 
-def grading_configuration(course: Path, job: dict):
+def grading_configuration(course: Path, job: dict, work: dict[str, str]):
     from nbgrader.preprocessors import Execute
 
     c = grading_config(course, timeout=job["cell_timeout"])
     pps = list(c.Autograde.autograde_preprocessors)
-    pps[pps.index(Execute)] = SandboxedExecute
+    pps[pps.index(Execute)] = RefereeExecute
     c.Autograde.autograde_preprocessors = pps
-    c.SandboxedExecute.timeout = job["cell_timeout"]
-    c.SandboxedExecute.submission_timeout = job["submission_timeout"]
-    c.SandboxedExecute.memory_mb = job["memory_mb"]
-    c.SandboxedExecute.run_as = job.get("uid")
-    c.SandboxedExecute.env = sandbox_env(job)
-    c.SandboxedExecute.hide_paths = [*job["hide_paths"], str(course)]
-    # The course library and Python itself: learner code must not change what the next submission imports.
-    c.SandboxedExecute.read_only_paths = LEARNER_REACHABLE
-    c.LimitOutput.max_lines = 200  # per output; the executor already capped characters
+    c.RefereeExecute.timeout = job["cell_timeout"]
+    c.RefereeExecute.budget = float(job["budget"])
+    c.RefereeExecute.memory_mb = job["memory_mb"]
+    c.RefereeExecute.run_as = job.get("uid")
+    c.RefereeExecute.env = sandbox_env(job)
+    devices, gpu_folders = gpu_paths() if job["device"] == "cuda" else ([], [])
+    c.RefereeExecute.read_only = sorted({*LEARNER_READ_ONLY, *library_paths(), *gpu_folders})
+    c.RefereeExecute.devices = devices
+    # Never shown, even were an allowed folder to contain them (a Python installed beside the course, say).
+    c.RefereeExecute.covered = [str(REPO_ROOT), *job["private_paths"], str(course)]
+    c.RefereeExecute.work_source = work
+    c.LimitOutput.max_lines = 200  # per output; the kernel driver already capped characters
     return c
 
 
-def make_course(job: dict) -> Path:
-    """The throwaway course directory: prepared gradebook, the chapter's data files, the submitted notebooks."""
+def make_course(job: dict) -> tuple[Path, dict[str, str]]:
+    """The throwaway course directory (prepared gradebook, the chapter's data files, the submitted notebooks) and,
+    per notebook, the folder its kernel starts in: the chapter's data files and the learner's own notebook."""
     course = Path(tempfile.mkdtemp(prefix="gptcourse-grade-"))  # mode 0700: only we can read it
     prepared, chapter, student = Path(job["prepared"]), job["chapter"], job["student"]
     shutil.copyfile(prepared / "gradebook.db", course / "gradebook.db")
@@ -206,9 +198,14 @@ def make_course(job: dict) -> Path:
     shutil.copytree(source, course / "solutions" / chapter, ignore=shutil.ignore_patterns("*.ipynb"))
     submitted = course / "submitted" / student / chapter
     submitted.mkdir(parents=True)
+    work = {}
     for path in job["notebooks"]:
         shutil.copyfile(path, submitted / Path(path).name)
-    return course
+        folder = course / "work" / Path(path).stem
+        shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.ipynb"))
+        shutil.copyfile(path, folder / Path(path).name)  # the learner's own notebook, as submitted
+        work[Path(path).stem] = str(folder)
+    return course, work
 
 
 def test_outcomes(autograded: Path, notebooks: list[str], scores: dict[str, tuple[float, float]]) -> list[dict]:
@@ -235,21 +232,39 @@ def test_outcomes(autograded: Path, notebooks: list[str], scores: dict[str, tupl
     return tests
 
 
-def stopped_cells(autograded: Path) -> list[tuple[str, str]]:
-    """(where, label, message) of every cell interrupted by the cell timeout or neutralised by the worker."""
+def stopped_cells(autograded: Path, reports: dict) -> list[tuple[str, str, str, bool]]:
+    """(where, label, why, is a test cell) for every cell interrupted, stopped or not reached, from the runs'
+    reports; cells not reached are summed up in one entry per notebook."""
     import nbformat
 
+    from autograder.referee.runner import KILLED_MESSAGES
+
     found = []
-    for path in sorted(autograded.glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        for index, cell in enumerate(nb.cells):
-            for output in cell.get("outputs", []):
-                if output.get("output_type") == "error" and output.get("ename") in (TIMEOUT_ENAME, KILLED_ENAME):
-                    grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-                    where = f"{path.name} cell {index + 1}" + (f" ({grade_id})" if grade_id else "")
-                    label = next((KILLED_LABELS[k] for k, m in KILLED_MESSAGES.items() if m == output.get("evalue")),
-                                 "timeout")
-                    found.append((where, label, output.get("evalue", "")))
+    for name, report in sorted(reports.items()):
+        path = autograded / f"{name}.ipynb"
+        if not path.exists():
+            continue
+        cells = nbformat.read(path, as_version=4).cells
+
+        def where(index: int) -> str:
+            grade_id = cells[index].get("metadata", {}).get("nbgrader", {}).get("grade_id") if index < len(cells) else None
+            return f"{path.name} cell {index + 1}" + (f" ({grade_id})" if grade_id else "")
+
+        def is_test(index: int) -> bool:
+            return index < len(cells) and is_test_cell(cells[index])
+
+        for index in report.timeouts:
+            evalue = next((o.get("evalue", "") for o in cells[index].get("outputs", [])
+                           if o.get("output_type") == "error"), "") if index < len(cells) else ""
+            found.append((where(index), "timeout", evalue or "the cell ran past its time limit", is_test(index)))
+        for index, reason in sorted(report.killed.items()):
+            found.append((where(index), STOP_LABELS.get(reason, reason), KILLED_MESSAGES.get(reason, reason),
+                          is_test(index)))
+        if report.not_reached:
+            tests = sum(is_test(i) for i in report.not_reached)
+            found.append((f"{path.name} cells {report.not_reached[0] + 1}-{report.not_reached[-1] + 1}",
+                          "time budget used up", f"{len(report.not_reached)} cell(s) were not run, {tests} of them "
+                          "test cells, because the submission's time budget was used up", tests > 0))
     return found
 
 
@@ -280,6 +295,18 @@ def read_scores(db_url: str, chapter: str, student: str, notebooks: list[str]) -
     return scores
 
 
+def describe_stops(result: dict, student: str, chapter: str, stops) -> None:
+    """Remarks and (non-blocking) problems for the cells that were stopped or not reached."""
+    for where, label, why, is_test in stops:
+        result["remarks"].append(f"{label} in {where}")
+        lost = ("its tests scored 0; the other cells were graded" if is_test else
+                "what it defines may be missing for later cells; the other cells were graded")
+        advice = ("if the work is legitimately slow, re-run with a longer --timeout or --budget and --force"
+                  if "time" in label else "nothing, unless you think the learner's code is right")
+        result["problems"].append(res.problem(f"{student}/{chapter}/", f"{where}: {why} ({lost})",
+                                              f"look at the learner's code there; {advice}", blocking=False))
+
+
 def grade_job(job: dict) -> dict:
     """Grade the submission described by ``job``; the result (also written to the workspace)."""
     from nbgrader.apps import NbGraderAPI
@@ -293,18 +320,27 @@ def grade_job(job: dict) -> dict:
     log = workspace / "logs" / chapter / f"{student}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
-    course = make_course(job)
+    course, work = make_course(job)
     quiet_nbgrader_logging()
     try:
         with venv_scripts_on_path():
-            api = NbGraderAPI(config=grading_configuration(course, job))
+            api = NbGraderAPI(config=grading_configuration(course, job, work))
             outcome = api.autograde(chapter, student, force=True, create=True)
             write_log(log, f"autograde {student} {chapter}", outcome)
-            report = SandboxedExecute.report
-            result["kernel_restarts"] = report.get("kernel_restarts", 0)
-            sandbox = report.get("sandbox", {})
-            result["isolation"] = {"process_group": bool(sandbox), **{
-                k: bool(sandbox.get(k)) for k in ("network_isolated", "separate_user", "paths_hidden")}}
+            reports = RefereeExecute.reports
+            result["kernel_restarts"] = sum(len(r.restarts) for r in reports.values())
+            result["restart_reasons"] = [reason for r in reports.values() for reason in r.restarts]
+            isolation = next(iter(reports.values())).isolation if reports else {}
+            result["isolation"] = {k: bool(isolation.get(k)) for k in
+                                   ("process_group", "network_isolated", "separate_user", "paths_hidden")}
+            if RefereeExecute.start_error is not None:
+                result["status"] = "grader error"
+                result["problems"].append(res.problem(
+                    f"{student}/{chapter}/", f"the grader could not run the notebook: {RefereeExecute.start_error}",
+                    f"this is a problem of the grading machine, not the learner's: read {log}, fix it, and grade "
+                    "this submission again (--force)"))
+                result["output"] = "Your notebook could not be graded because of a problem on the grading machine."
+                return finish(result, job, start)
             if not outcome["success"]:
                 result["status"] = "autograde failed"
                 reason = last_error_line(outcome)
@@ -320,25 +356,21 @@ def grade_job(job: dict) -> dict:
         result["tests"] = test_outcomes(autograded, job["expected_notebooks"], scores)
         result["score"] = sum(t["score"] for t in result["tests"])
         result["max_score"] = sum(t["max_score"] for t in result["tests"])
-        for where, label, why in stopped_cells(autograded):
-            result["remarks"].append(f"{label} in {where}")
-            advice = ("if the work is legitimately slow, re-run with a longer --timeout and --force"
-                      if label == "timeout" else "nothing, unless you think the learner's code is right")
-            result["problems"].append(res.problem(
-                f"{student}/{chapter}/", f"{where}: {why} (its tests scored 0; the other cells were graded)",
-                f"look at the learner's code there; {advice}", blocking=False))
+        describe_stops(result, student, chapter, stopped_cells(autograded, RefereeExecute.reports))
         for what in needs_review(job["notebooks"]):
             result["remarks"].append(f"review: uses {what}")
             result["problems"].append(res.problem(
-                f"{student}/{chapter}/", f"the learner's code uses {what}, which can change how the tests in the "
-                "same kernel run or what they report", "read the graded notebook (autograded/) before trusting "
-                "the score", blocking=False))
+                f"{student}/{chapter}/", f"the learner's code uses {what}; it cannot change how the tests run (they "
+                "run in the grader's process), but it is not needed by any exercise",
+                "read the graded notebook (autograded/) if you want to know why", blocking=False))
         copy_out(course, workspace, student, chapter, result, feedback["success"])
         passed = sum(t["status"] == "passed" for t in result["tests"])
         result["output"] = (f"{passed} of {len(result['tests'])} tests passed: {result['score']:g} / "
                             f"{result['max_score']:g} points.")
     finally:
         shutil.rmtree(course, ignore_errors=True)
+        for folder in _RUN_FOLDERS:
+            shutil.rmtree(folder, ignore_errors=True)
     return finish(result, job, start)
 
 
