@@ -2,8 +2,10 @@
 
     python -m autograder.check exercises/ch01_tokens/tokens.ipynb      (or: make check NB=...)
 
-Runs every cell of a *copy* of the notebook, in memory, in a fresh Python kernel whose working directory is the
-notebook's folder, the way the grader will. Your file is never written. Then, for each test cell:
+Runs a *copy* of the notebook, in memory, the way the grader will (``autograder.referee``): your cells in a fresh
+Python kernel whose working directory is the notebook's folder, the course's test cells in this process, calling
+your code. Test cells you edited or deleted are checked as the course wrote them, as the grader will. Your file is
+never written. Then, for each test cell:
 
     ✓ passed    ✗ failed, with the test's message    ⚠ not attempted yet (the exercise raises NotImplementedError)
 
@@ -14,14 +16,15 @@ notebook, damaged JSON). Hidden tests are not in your notebook; they run when th
 from __future__ import annotations
 
 import argparse
-import re
+import copy
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.course import (SOLUTIONS_DIR, TIMEOUT_ENAME, is_test_cell, read_notebook, stderr_to_stdout,
-                               strip_ansi)
+from autograder.course import (HIDDEN_TESTS_PLACEHOLDER, SOLUTIONS_DIR, TIMEOUT_ENAME, is_test_cell, read_notebook,
+                               stderr_to_stdout, strip_ansi)
+from autograder.referee.kernel import KernelStartError
+from autograder.referee.runner import error_line
 
 DEFAULT_TIMEOUT = 600
 
@@ -63,49 +66,68 @@ def load(path: Path):
             "start again from a fresh copy of the exercise notebook (keep yours to copy your code from).") from None
 
 
-def run(nb, folder: Path, timeout: int) -> tuple[str | None, int | None]:
-    """Execute ``nb`` in place (our in-memory copy). If the kernel died: a message and the index of the cell."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import DeadKernelError
-    from nbformat import NotebookNode
+def course_version(path: Path, reference: Path | None, hidden: bool):
+    """The course's own version of this notebook (to restore its tests from), or None: ``reference`` if given, else
+    ``solutions/<folder>/<name>.ipynb`` when the course has it; hidden tests are left out unless ``hidden``."""
+    import nbformat
 
-    current = {"index": None}
+    if reference is None:
+        reference = SOLUTIONS_DIR / path.resolve().parent.name / path.name
+    if not reference.is_file():
+        return None
+    try:
+        ref = nbformat.read(reference, as_version=4)
+    except Exception:  # noqa: BLE001 - the course's copy is only a help
+        return None
+    if not hidden:
+        for cell in ref.cells:
+            if is_test_cell(cell):
+                cell.source = visible_part(cell.source)
+    return ref
 
-    def on_cell_execute(cell, cell_index):
-        current["index"] = cell_index
 
-    def on_cell_executed(cell, cell_index, execute_reply):
-        # A timeout is reported in the reply only; record it as an error output, as the grader does.
-        content = (execute_reply or {}).get("content", {})
-        if content.get("status") == "error" and not any(
-                o.get("output_type") == "error" for o in cell.get("outputs", [])):
-            cell.outputs.append(NotebookNode(output_type="error", ename=content.get("ename", "Error"),
-                                             evalue=content.get("evalue", ""), traceback=content.get("traceback", [])))
+def visible_part(source: str) -> str:
+    from autograder.course import split_hidden_tests
 
-    client = NotebookClient(
-        nb, kernel_name="python3", timeout=timeout, allow_errors=True, interrupt_on_timeout=True,
-        error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": f"the cell ran for more than {timeout} s",
-                          "traceback": []},
-        on_cell_execute=on_cell_execute, on_cell_executed=on_cell_executed,
-        resources={"metadata": {"path": str(folder)}})
-    # The kernel process's own stderr (start-up warnings; a crash report) goes to a file we show only if it died.
-    with tempfile.TemporaryFile(mode="w+b") as kernel_stderr:
-        try:
-            client.execute(stderr=kernel_stderr)
-        except DeadKernelError:
-            kernel_stderr.seek(0)
-            tail = [line for line in kernel_stderr.read().decode("utf-8", "replace").strip().splitlines()
-                    if line.strip() and "running over TCP without encryption" not in line][-3:]
-            where = current["index"]
-            cell = "a cell"
-            if where is not None:
-                cell = f"cell {where + 1} (starting {first_line(nb.cells[where].source)!r})"
-            msg = (f"The Python kernel died while running {cell} (and everything after it did not run).\n"
-                   "Usual causes: the code used far too much memory, or called os._exit() / crashed Python.")
-            if tail:
-                msg += "\nThe kernel's last words:\n" + "\n".join("    " + strip_ansi(t) for t in tail)
-            return msg, where
-    return None, None
+    return split_hidden_tests(source)[0].replace(HIDDEN_TESTS_PLACEHOLDER, "").strip()
+
+
+def restore_course_cells(nb, ref) -> tuple[dict[str, str], list[str], list[str]]:
+    """Put the course's locked cells (setup, tests) back as ``ref`` has them, as the grader does: edited ones get
+    their source back, deleted test cells are added after the cell before them. Returns the trusted sources, and
+    the grade_ids that were edited and deleted."""
+    locked = {c.metadata["nbgrader"]["grade_id"]: c for c in ref.cells if c.cell_type == "code"
+              and c.get("metadata", {}).get("nbgrader", {}).get("locked") and not c.metadata["nbgrader"].get("solution")}
+    trusted = {gid: c.source for gid, c in locked.items()}
+    edited, deleted = [], []
+    present = {}
+    for cell in nb.cells:
+        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if gid in locked and cell.cell_type == "code" and gid not in present:
+            present[gid] = cell
+            if visible_part(cell.source) != visible_part(trusted[gid]):
+                edited.append(gid)
+            cell.source = trusted[gid]
+    order = [c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in ref.cells]
+    for gid, cell in locked.items():
+        if gid in present or not is_test_cell(cell):
+            continue
+        deleted.append(gid)
+        ids = [c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nb.cells]
+        before = [ids.index(g) for g in order[:order.index(gid)] if g in ids]
+        nb.cells.insert(max(before) + 1 if before else len(nb.cells), copy.deepcopy(cell))
+    return trusted, edited, deleted
+
+
+def run(nb, folder: Path, timeout: int, trusted: dict[str, str] | None, budget: float | None = None):
+    """Execute ``nb`` (our in-memory copy) the way the grader does, without its sandbox; (executed, report)."""
+    from autograder.referee.kernel import LearnerKernel, LocalKernelProcess, uses_torch
+    from autograder.referee.runner import NotebookRun
+
+    seed_torch = uses_torch(c.get("source", "") for c in nb.cells)
+    runner = NotebookRun(nb, lambda: LearnerKernel(LocalKernelProcess(folder), seed_torch=seed_torch), trusted,
+                         cell_timeout=timeout, budget=budget)
+    return runner.run(), runner.report
 
 
 def first_line(source: str) -> str:
@@ -119,32 +141,17 @@ def error_of(cell):
     return next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
 
 
-def pointed_line(error) -> str:
-    """The source line IPython marks with ``---->`` in the deepest frame, if any."""
-    marked = ""
-    for chunk in error.get("traceback", []):
-        for line in strip_ansi(chunk).splitlines():
-            m = re.match(r"^-*>\s*\d+\s(.*)$", line)
-            if m:
-                marked = m.group(1).strip()
-    return marked
-
-
 def describe(error) -> str:
-    """One or two lines: the exception and its message, or the line that failed when there is no message."""
-    ename, evalue = error.get("ename", "Error"), str(error.get("evalue", "")).strip()
+    """One or two lines: the exception and its message, and the test's line when the grader shows one."""
+    ename, evalue = error.get("ename", "Error"), strip_ansi(str(error.get("evalue", ""))).strip()
     if ename == TIMEOUT_ENAME:
-        return f"took too long: {evalue} and was stopped (an endless loop?)"
-    if ename == "SyntaxError" or ename == "IndentationError":
-        tb = [strip_ansi(t) for t in error.get("traceback", [])]
-        where = next((m.group(1) for t in tb for m in [re.search(r"line (\d+)", t)] if m), None)
-        evalue = re.sub(r"\s*\([^()]*\.py, line \d+\)$", "", evalue)
-        return f"{ename}: {evalue}" + (f" (line {where} of the cell)" if where else "")
+        return f"took too long: {evalue} (an endless loop?)"
+    if ename in ("SyntaxError", "IndentationError", "TabError"):
+        return error_line(error)
     text = f"{ename}: {evalue}" if evalue else ename
-    if not evalue or ename != "AssertionError":
-        line = pointed_line(error)
-        if line:
-            text += f"\n        at: {line}"
+    where = [t for t in error.get("traceback", []) if str(t).startswith("in the test, line ")]
+    if where and ename != "AssertionError":
+        text += f"\n        {where[0]}"
     return text
 
 
@@ -156,11 +163,8 @@ def untouched(cell) -> bool:
     return bool(checksum) and compute_checksum(cell) == checksum
 
 
-def analyse(nb, stop: int | None = None) -> tuple[list[TestResult], list[str], list[str]]:
-    """Results of the test cells, errors in other cells, and notes, of an executed notebook.
-
-    ``stop``: the index of the cell during which the kernel died; it and the cells after it did not (fully) run.
-    """
+def analyse(nb) -> tuple[list[TestResult], list[str], list[str]]:
+    """Results of the test cells, errors in other cells, and notes, of a notebook run by ``run``."""
     from nbgrader.utils import determine_grade, is_solution
 
     results: list[TestResult] = []
@@ -176,24 +180,21 @@ def analyse(nb, stop: int | None = None) -> tuple[list[TestResult], list[str], l
             meta = cell.metadata["nbgrader"]
             stderr_to_stdout(cell)  # as the grader does: a warning is not a failure
             max_points = float(meta.get("points", 0))
-            if stop is not None and index >= stop:
-                results.append(TestResult(meta["grade_id"], number, 0, max_points, "failed",
-                                          "did not run to the end: the kernel died (see below)"))
-                continue
             points, _ = determine_grade(cell)
             points = float(points or 0)
             stub = any(is_solution(c) and (untouched(c) or (error_of(c) or {}).get("ename") == "NotImplementedError")
                        for c in exercise_cells)
+            name = meta["grade_id"]
             if error is None:
                 status = "passed" if points >= max_points else "partial"
                 message = "" if status == "passed" else f"{points:g} of {max_points:g} points"
-                results.append(TestResult(meta["grade_id"], number, points, max_points, status, message))
+                results.append(TestResult(name, number, points, max_points, status, message))
             elif error.get("ename") == TIMEOUT_ENAME:
-                results.append(TestResult(meta["grade_id"], number, 0, max_points, "timeout", describe(error)))
+                results.append(TestResult(name, number, 0, max_points, "timeout", describe(error)))
             elif error.get("ename") == "NotImplementedError" or (stub and error.get("ename") == "NameError"):
-                results.append(TestResult(meta["grade_id"], number, 0, max_points, "not attempted"))
+                results.append(TestResult(name, number, 0, max_points, "not attempted"))
             else:
-                results.append(TestResult(meta["grade_id"], number, 0, max_points, "failed", describe(error)))
+                results.append(TestResult(name, number, 0, max_points, "failed", describe(error)))
             exercise_cells = []
             continue
         if is_solution(cell):
@@ -210,39 +211,34 @@ def analyse(nb, stop: int | None = None) -> tuple[list[TestResult], list[str], l
     return results, problems, notes
 
 
-def missing_tests(path: Path, nb) -> list[str]:
-    """Test cells of the course's version of this notebook that this copy lacks (deleted by mistake?)."""
-    import nbformat
-
-    reference = SOLUTIONS_DIR / path.resolve().parent.name / path.name
-    if not reference.is_file():
-        return []
-    try:
-        ref = nbformat.read(reference, as_version=4)
-    except Exception:  # noqa: BLE001 - the reference is only a hint
-        return []
-    have = {c.metadata["nbgrader"]["grade_id"] for c in nb.cells if is_test_cell(c)}
-    return [c.metadata["nbgrader"]["grade_id"] for c in ref.cells if is_test_cell(c)
-            and c.metadata["nbgrader"]["grade_id"] not in have]
-
-
 SYMBOL = {"passed": "✓", "partial": "~", "failed": "✗", "not attempted": "⚠", "timeout": "✗"}
 
 
-def check(path: Path, timeout: int = DEFAULT_TIMEOUT, out=None) -> int:
+def check(path: Path, timeout: int = DEFAULT_TIMEOUT, out=None, reference: Path | None = None,
+          hidden_tests: bool = False) -> int:
+    """Check the notebook at ``path``; the exit status. ``reference``: the course's notebook to take the tests from
+    (default: ``solutions/<folder>/<name>.ipynb`` when there is one); ``hidden_tests``: run its hidden tests too
+    (the grader's verdicts, for the course's own tests of the grader)."""
     out = out or sys.stdout
 
     def say(text: str = "") -> None:
         print(text, file=out, flush=True)
 
     nb = load(path)
+    ref = course_version(path, reference, hidden_tests)
+    trusted, edited, deleted = restore_course_cells(nb, ref) if ref is not None else (None, [], [])
     if not any(is_test_cell(c) for c in nb.cells):
         raise CheckError(f"{path} has no test cells (nbgrader grade cells): is it an exercise notebook from "
                          "exercises/? Check that one, e.g. exercises/ch01_tokens/tokens.ipynb")
-    say(f"Checking {path}: running every cell in a fresh kernel (your file is not changed)...")
-    died, stop = run(nb, path.resolve().parent, timeout)
-    results, problems, notes = analyse(nb, stop)
-    absent = missing_tests(path, nb)
+    say(f"Checking {path}: running every cell in a fresh kernel, the tests as the grader runs them "
+        "(your file is not changed)...")
+    try:
+        done, report = run(nb, path.resolve().parent, timeout, trusted)
+    except KernelStartError as exc:
+        raise CheckError(f"Python could not start a Jupyter kernel to run your notebook: {exc}\n"
+                         "Is the course's environment installed? Run `make install` (or `make check` from the "
+                         "course folder).") from None
+    results, problems, notes = analyse(done)
 
     say("")
     width = max(len(r.grade_id) for r in results)
@@ -263,18 +259,30 @@ def check(path: Path, timeout: int = DEFAULT_TIMEOUT, out=None) -> int:
         say("")
         for note in notes:
             say(f"  ⚠ {note}")
-    if absent:
+    if edited or deleted:
         say("")
-        say(f"Test cells missing from your notebook (deleted?): {', '.join(absent)}. "
-            "They are put back when the notebook is graded.")
-    if died:
+        if edited:
+            say(f"Test cells you changed were checked as the course wrote them (as the grader will): "
+                f"{', '.join(edited)}.")
+        if deleted:
+            say(f"Test cells missing from your notebook were put back and checked (as the grader will): "
+                f"{', '.join(deleted)}.")
+    for index, reason in sorted(report.killed.items()):
+        cell = done.cells[index]
         say("")
-        say(f"✗ {died}")
+        say(f"✗ The Python kernel {'died' if reason in ('kernel', 'memory') else 'had to be stopped'} while running "
+            f"cell {index + 1} (starting {first_line(cell.source)!r}); the cells after it ran in a new kernel.")
+        say("  Usual causes: far too much memory, os._exit(), a crash in a library, or a loop that ignores Ctrl-C.")
+        if report.last_words.get(index):
+            say("  The kernel's last words:\n" + "\n".join("    " + strip_ansi(t)
+                                                           for t in report.last_words[index].splitlines()))
 
     passed = sum(r.status == "passed" for r in results)
     say("")
-    say(f"visible tests passed: {passed}/{len(results)} — remember that hidden tests run at grading time.")
-    return 0 if passed == len(results) and not died else 1
+    which = "tests" if hidden_tests else "visible tests"
+    say(f"{which} passed: {passed}/{len(results)}"
+        + ("" if hidden_tests else " — remember that hidden tests run at grading time."))
+    return 0 if passed == len(results) and not report.killed else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 from nbgrader.utils import determine_grade
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +29,7 @@ from autograder.course import EXERCISES_DIR, SOLUTIONS_DIR, chapters  # noqa: E4
 
 KERNEL_NAME = "python3"
 CELL_TIMEOUT = 180  # seconds; a cell that runs longer counts as failed, with TIMEOUT_ENAME
-TIMEOUT_ENAME = "CellTimeout"
+TIMEOUT_ENAME = "CellTimeoutError"
 BEGIN_SOLUTION, END_SOLUTION = "BEGIN SOLUTION", "END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 
@@ -198,23 +197,16 @@ def hidden_tests_only(nb):
 
 
 def execute(nb, cwd: Path, timeout: int = CELL_TIMEOUT):
-    """Run every code cell of (a copy of) ``nb`` in a fresh kernel, carrying on after errors; return the result.
+    """Run (a copy of) ``nb`` the way the grader does, without its sandbox: the learner's cells in a fresh kernel,
+    the course's setup and test cells in this process through the referee (``autograder.referee``); every locked
+    cell of ``nb`` counts as the course's. Returns the executed copy; a cell that runs past ``timeout`` is interrupted
+    and gets an error output named ``CellTimeoutError``."""
+    from autograder.referee.kernel import LearnerKernel, LocalKernelProcess
+    from autograder.referee.runner import NotebookRun
 
-    A cell that runs past ``timeout`` is interrupted and gets an error output named ``TIMEOUT_ENAME``.
-    """
-    nb = copy.deepcopy(nb)
-    client = NotebookClient(
-        nb,
-        kernel_name=KERNEL_NAME,
-        timeout=timeout,
-        allow_errors=True,
-        interrupt_on_timeout=True,
-        error_on_timeout={"ename": TIMEOUT_ENAME, "evalue": f"ran for more than {timeout} s", "traceback": []},
-        record_timing=True,
-        resources={"metadata": {"path": str(cwd)}},
-    )
-    client.execute()
-    return nb
+    runner = NotebookRun(nb, lambda: LearnerKernel(LocalKernelProcess(cwd)), cell_timeout=timeout,
+                         budget=10 * timeout)
+    return runner.run()
 
 
 def error_of(cell) -> str | None:

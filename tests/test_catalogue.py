@@ -5,9 +5,11 @@ to its hidden tests must FAIL the exercise's own test cell; the reference, with 
 So the hidden tests catch each catalogued mistake on their own, without help from the visible tests. And each
 correct alternative (a right answer written differently) must PASS its whole test cell, visible and hidden tests.
 
-Speed: all the wrong implementations of a notebook run in one kernel (the alternatives in another). Each case
-starts with ``%reset -f`` and re-runs the notebook's code up to the exercise (setup and the reference answers before
-it; test cells skipped), so no case sees what another defined; importing modules is paid once.
+Every case runs through the referee, as grading does: the learner's code in a kernel, the test cell in this process,
+talking to it with plain values (``autograder.referee``). Speed: all the wrong implementations of a notebook run in
+one kernel (the alternatives in another). Each case starts with ``%reset -f`` and re-runs the notebook's code up to
+the exercise (setup and the reference answers before it; test cells skipped), so no case sees what another defined;
+importing modules is paid once.
 """
 
 import time
@@ -17,6 +19,7 @@ import nbformat
 import pytest
 
 from notebook_helpers import (
+    CELL_TIMEOUT,
     TIMEOUT_ENAME,
     chapter_of,
     error_of,
@@ -89,26 +92,35 @@ class Outcome:
     seconds: float  # how long that test cell ran
 
 
-def _case_cells(nb, entry: WrongImplementation | CorrectAlternative) -> list:
-    """The cells of one case: reset, the code before the exercise, the wrong answer, code between, its test cell."""
+RESET = ("%reset -f\nfrom gptcourse.seed import set_seed as _set_seed\n_set_seed(0)\ndel _set_seed"
+         "\nimport random as _random\n_random.seed(0)\ndel _random")
+
+
+def _case_notebook(nb, entry: WrongImplementation | CorrectAlternative):
+    """One case as a notebook of its own: reset, the code before the exercise, the wrong answer, code between, its
+    test cell (other test cells left out). The cells keep their nbgrader metadata, so the referee gives each its
+    role: the setup cells run in the kernel and the referee, the test cell in the referee only."""
     index = {grade_id(cell): i for i, cell in enumerate(nb.cells) if grade_id(cell)}
     start, end = index[entry.grade_id], index[entry.tests_grade_id]
-
-    def tagged(source, role):
-        return nbformat.v4.new_code_cell(source, metadata={"case": entry.name, "role": role})
-
-    cells = [tagged("%reset -f", "reset")]
+    cells = [nbformat.v4.new_code_cell(RESET, metadata={"role": "reset"})]
     for i, cell in enumerate(nb.cells[: end + 1]):
         if cell.cell_type != "code" or (is_test_cell(cell) and i != end):
             continue
-        role = "wrong" if i == start else "test" if i == end else "context"
-        cells.append(tagged(entry.source if i == start else cell.source, role))
-    return cells
+        cell = nbformat.from_dict(dict(cell))
+        cell.metadata = {**cell.metadata, "role": "wrong" if i == start else "test" if i == end else "context"}
+        if i == start:
+            cell.source = entry.source
+        cells.append(cell)
+    return nbformat.v4.new_notebook(cells=cells, metadata=nb.metadata)
 
 
 def run_catalogue(chapter: str, alternatives: bool = False) -> dict[str, Outcome]:
     """Run every wrong implementation of the chapter with hidden tests only (or, with ``alternatives``, every
-    correct alternative with the whole test cells); one kernel per notebook."""
+    correct alternative with the whole test cells), through the referee as grading does; one kernel per notebook
+    (each case starts with ``%reset -f``, so no case sees what another defined; imports are paid once)."""
+    from autograder.referee.kernel import LearnerKernel, LocalKernelProcess
+    from autograder.referee.runner import NotebookRun
+
     outcomes = {}
     for path in _notebooks(chapter):
         nb = read(path) if alternatives else hidden_tests_only(read(path))
@@ -117,27 +129,28 @@ def run_catalogue(chapter: str, alternatives: bool = False) -> dict[str, Outcome
         entries = [e for e in everything if e.grade_id in present]
         if not entries:
             continue
-        cells = [cell for entry in entries for cell in _case_cells(nb, entry)]
-        combined = nbformat.v4.new_notebook(cells=cells, metadata=nb.metadata)
+
+        def new_kernel():
+            return LearnerKernel(LocalKernelProcess(path.parent))
+
+        kernel = new_kernel()
+        kernel.start()
         start = time.perf_counter()
-        done = execute(combined, cwd=path.parent)
+        try:
+            for entry in entries:
+                runner = NotebookRun(_case_notebook(nb, entry), new_kernel, cell_timeout=CELL_TIMEOUT,
+                                     kernel=kernel)
+                clock = time.perf_counter()
+                done = runner.run()
+                kernel = runner.kernel
+                mine = {c.metadata.get("role"): c for c in done.cells}
+                outcomes[entry.name] = Outcome(error_of(mine["wrong"]), error_of(mine["test"]),
+                                               time.perf_counter() - clock)
+        finally:
+            kernel.shutdown()
         what = "correct alternatives" if alternatives else "wrong implementations"
         print(f"\n{short(path)}: {len(entries)} {what} in {time.perf_counter() - start:.1f} s")
-        for entry in entries:
-            mine = {c.metadata["role"]: c for c in done.cells if c.metadata["case"] == entry.name}
-            timing = mine["test"].metadata.get("execution", {})
-            seconds = _seconds(timing.get("iopub.execute_input"), timing.get("shell.execute_reply"))
-            outcomes[entry.name] = Outcome(error_of(mine["wrong"]), error_of(mine["test"]), seconds)
     return outcomes
-
-
-def _seconds(start: str | None, end: str | None) -> float:
-    from datetime import datetime
-
-    if not start or not end:
-        return float("nan")
-    parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
-    return (parse(end) - parse(start)).total_seconds()
 
 
 @pytest.fixture(scope="module")

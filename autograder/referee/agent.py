@@ -97,6 +97,7 @@ class Agent:
         self.handles: dict = {}     # handle id -> learner object (kept alive for the test cell)
         self.handle_of: dict = {}   # id(object) -> handle id: the same object always gets the same handle
         self.remotes: dict = {}     # the grader's objects' ids -> their stand-ins
+        self.names: dict = {}       # id(object) -> (name, object): the learner's values sent, named for the session
         self.next_id = 1
         self._modes: list[bool] = []
         self._interrupted = False
@@ -135,6 +136,7 @@ class Agent:
             self.handles.clear()
             self.handle_of.clear()
             self.remotes.clear()
+            self.names.clear()
             signal.signal(signal.SIGINT, self._saved_handler or signal.default_int_handler)
 
     def send(self, header, buffers=()):
@@ -155,7 +157,7 @@ class Agent:
             snapshots = [self.snapshot(m) for m in decoder.mutables]
             result = handler(*payload)
             refs = {id(m): i for i, m in enumerate(decoder.mutables)}
-            encoder = self.wire.Encoder(self.export, refs)
+            encoder = self.wire.Encoder(self.export, refs, self.identify)
             try:
                 reply["payload"] = encoder.encode([result])
                 reply["mutated"] = {str(i): self.contents(encoder, m) for i, (m, before) in
@@ -192,7 +194,7 @@ class Agent:
             raise RuntimeError("the grader's objects can be used only from the notebook's main thread")
         with self.own_work():
             request_id, self.next_id = self.next_id, self.next_id + 1
-            encoder = self.wire.Encoder(self.export)
+            encoder = self.wire.Encoder(self.export, identify=self.identify)
             header = {"op": op, "id": request_id, "target": remote_id, "payload": encoder.encode(args)}
             self.send(header, encoder.buffers)
             while True:
@@ -225,6 +227,14 @@ class Agent:
             self.handles[key], self.handle_of[id(obj)] = obj, key
         kind = "iterator" if hasattr(type(obj), "__next__") else "callable" if callable(obj) else "object"
         return {"handle": {"id": key, "kind": kind, "type": type(obj).__qualname__[:200]}}
+
+    def identify(self, obj):
+        """A name for a learner value that may be sent again (a dict a function keeps returning): the grader then
+        keeps one object for it. The value is held until the session ends, so that its id is not reused."""
+        if id(obj) not in self.names:
+            self.names[id(obj)] = (self.next_id, obj)
+            self.next_id += 1
+        return self.names[id(obj)][0]
 
     def contents(self, encoder, obj):
         """The value of an argument the learner's code changed in place (its parts may refer to other arguments)."""

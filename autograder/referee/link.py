@@ -9,8 +9,10 @@ further stand-ins. So a test reads as if it called the learner's code directly::
     got = count_pairs([1, 2, 1, 2])          # count_pairs is a LearnerObject; got is a plain dict, built here
     assert got == {(1, 2): 2, (2, 1): 1}     # decided here, with the grader's own ==, never in the learner's kernel
 
-What a test sends the learner's code is copied too, with two conveniences: an argument the learner's code changes in
-place is changed here the same way, and a result that *is* one of the arguments is that very object. Callables and
+What a test sends the learner's code is copied too, with three conveniences that keep Python's semantics: an argument
+the learner's code changes in place is changed here the same way; a result that *is* one of the arguments is that
+very object; and a result that is the same object as an earlier one (a dict the learner's function keeps returning)
+is the same object here, updated to what it holds now. Callables and
 iterators of the test (a lambda, a ``torch.nn.Module``, a counting iterator) are not sent: the learner's code gets a
 stand-in, and each use of it comes back here and runs the test's own object. A learner's exception arrives as an
 exception of the same builtin kind (``IndexError``, ``NotImplementedError``...), named as the learner's was.
@@ -85,24 +87,6 @@ def learner_exception(error: dict) -> Exception:
     exc = cls.__new__(cls)
     exc.args = (message + (f"\n    (raised by your code {where})" if where else ""),)
     return exc
-
-
-def update_in_place(old, new) -> None:
-    """Make ``old`` (the test's argument) hold ``new`` (what the learner's code changed it into)."""
-    torch, np = wire._torch(), wire._numpy()
-    if isinstance(old, (list, bytearray)) and isinstance(new, type(old)):
-        old[:] = new
-    elif isinstance(old, (dict, set)) and isinstance(new, type(old)):
-        old.clear()
-        old.update(new)
-    elif torch is not None and isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor):
-        with torch.no_grad():
-            if old.shape == new.shape and old.dtype == new.dtype:
-                old.copy_(new)
-            else:
-                old.data = new.to(old.device)
-    elif np is not None and isinstance(old, np.ndarray) and isinstance(new, np.ndarray) and old.shape == new.shape:
-        old[...] = new
 
 
 class LearnerObject:
@@ -180,6 +164,7 @@ class Link:
         self.timed_out = False
         self.proxies: dict[int, LearnerObject] = {}
         self.exported: dict[int, object] = {}
+        self.identities: dict[int, object] = {}  # the learner's objects, by name: one object here for each there
         self.open = False
 
     # --- sessions -----------------------------------------------------------------------------------------------
@@ -188,7 +173,7 @@ class Link:
         """Start a test cell's session: the agent (started by a kernel execution) says it is ready."""
         self.session += 1
         self.deadline, self.timed_out = deadline, False
-        self.proxies, self.exported = {}, {}
+        self.proxies, self.exported, self.identities = {}, {}, {}
         header, _ = self._receive()
         if header.get("op") != "ready":
             raise LinkBroken("protocol", f"expected the agent to be ready, got {str(header.get('op'))[:40]!r}")
@@ -247,7 +232,7 @@ class Link:
                 return request.mutables[payload]
             return self.resolve(tag, payload)
 
-        decoder = wire.Decoder(buffers, self.limits, resolve)
+        decoder = wire.Decoder(buffers, self.limits, resolve, self.identities)
         try:
             (value,) = decoder.decode(reply.get("payload"))
             mutated = reply.get("mutated") or {}
@@ -262,7 +247,7 @@ class Link:
         except (wire.WireError, ValueError, TypeError) as exc:
             raise ReplyError(f"the learner's side answered with a value the grader cannot read ({exc})") from None
         for old, new in changes:
-            update_in_place(old, new)
+            wire.update_in_place(old, new)
         return value
 
     # --- the other direction: the learner's code uses the test's callables and iterators ------------------------
@@ -305,7 +290,7 @@ class Link:
             target = self.exported.get(header.get("target"))
             if target is None or header.get("op") not in ("call", "next"):
                 raise LinkBroken("protocol", "the learner's side asked for something the grader never gave it")
-            payload = wire.Decoder(buffers, self.limits, self.resolve).decode(header.get("payload"))
+            payload = wire.Decoder(buffers, self.limits, self.resolve, self.identities).decode(header.get("payload"))
             if header["op"] == "next":
                 value = next(target)
             else:

@@ -89,15 +89,19 @@ class RunReport:
     not_reached: list[int] = field(default_factory=list)     # cells the budget did not reach
     learner_errors: list[str] = field(default_factory=list)  # learner cells that failed, one line each
     restarts: list[str] = field(default_factory=list)        # why each new kernel was started
+    last_words: dict[int, str] = field(default_factory=dict) # what a kernel that died wrote last, per cell
     isolation: dict = field(default_factory=dict)
     seconds: float = 0.0
 
 
 class NotebookRun:
-    """Run ``nb`` (a copy is executed; ``run()`` returns it) with kernels from ``new_kernel()``."""
+    """Run ``nb`` (a copy is executed; ``run()`` returns it) with kernels from ``new_kernel()``.
+
+    ``kernel``: an already started kernel to run in, and to leave running (the catalogue's tests run many short
+    notebooks in one); if it dies, ``self.kernel`` is the one that replaced it."""
 
     def __init__(self, nb, new_kernel, trusted: dict[str, str] | None = None, cell_timeout: float = 600,
-                 budget: float | None = None, max_restarts: int = 4, log=None):
+                 budget: float | None = None, max_restarts: int = 4, log=None, kernel: LearnerKernel | None = None):
         self.nb = copy.deepcopy(nb)
         self.new_kernel = new_kernel
         self.roles = roles(self.nb, trusted)
@@ -107,7 +111,8 @@ class NotebookRun:
         self.log = log or (lambda message: None)
         self.report = RunReport()
         self.referee = Referee()
-        self.kernel: LearnerKernel | None = None
+        self.kernel: LearnerKernel | None = kernel  # a started kernel to use (and leave running) instead of a new one
+        self.keep_kernel = kernel is not None
         self.end = 0.0
 
     # --- the loop -----------------------------------------------------------------------------------------------
@@ -116,7 +121,7 @@ class NotebookRun:
         start = time.monotonic()
         self.end = start + self.budget
         try:
-            self.kernel = self.start_kernel()
+            self.kernel = self.kernel or self.start_kernel()
             self.report.isolation = dict(self.kernel.process.isolation)
             index = 0
             while index < len(self.nb.cells):
@@ -128,7 +133,7 @@ class NotebookRun:
                         self.run_cell(index, role)
                 index += 1
         finally:
-            if self.kernel is not None:
+            if self.kernel is not None and not self.keep_kernel:
                 self.kernel.shutdown()
             self.report.seconds = time.monotonic() - start
         for cell in self.nb.cells:  # nbformat's own nodes, as nbgrader expects them
@@ -192,7 +197,10 @@ class NotebookRun:
 
     def killed(self, index: int, reason: str) -> None:
         """The kernel is gone (or unusable) after cell ``index``: mark it, start another, replay what came before."""
-        if reason == "kernel" and MEMORY_ERROR.search(self.kernel.process.last_words()):
+        words = self.kernel.process.last_words()
+        if words.strip():
+            self.report.last_words[index] = "\n".join(words.strip().splitlines()[-3:])
+        if reason == "kernel" and MEMORY_ERROR.search(words):
             reason = "memory"
         self.report.killed[index] = reason
         message = KILLED_MESSAGES.get(reason, KILLED_MESSAGES["protocol"])

@@ -96,18 +96,36 @@ class Encoder:
     both sides (see ``agent.Agent`` for identity and in-place changes).
     """
 
-    def __init__(self, export=None, refs=None):
+    def __init__(self, export=None, refs=None, identify=None):
         self.buffers: list = []
         self.mutables: list = []
         self.export = export
         self.refs = refs or {}  # id(object) -> index: objects that go back as {"arg": index}
+        self.identify = identify  # object -> a token naming it for the whole session, or None
+        self._active: set = set()
+        self._done: set = set()
 
     def encode(self, value):
-        torch, np = _torch(), _numpy()
         if value is None or value is Ellipsis:
             return None if value is None else {"ellipsis": 0}
-        if is_mutable(value) and id(value) in self.refs:
-            return {"arg": self.refs[id(value)]}
+        if is_mutable(value):
+            if id(value) in self.refs:
+                return {"arg": self.refs[id(value)]}
+            token = self.identify(value) if self.identify is not None else None
+            if token is not None:
+                if token in self._done:
+                    return {"same": token}
+                if token in self._active:
+                    raise TypeError("a value that contains itself cannot be sent")
+                self._active.add(token)
+                inner = self._encode(value)
+                self._active.discard(token)
+                self._done.add(token)
+                return {"obj": [token, inner]}
+        return self._encode(value)
+
+    def _encode(self, value):
+        torch, np = _torch(), _numpy()
         if isinstance(value, bool):
             return bool(value)
         if isinstance(value, int):
@@ -182,12 +200,14 @@ class Decoder:
     objects; without it they are refused."""
 
     PLAIN_TAGS = {"list", "tuple", "set", "frozenset", "dict", "bytes", "bytearray", "complex", "tensor", "ndarray",
-                  "numpy_scalar", "torch_dtype", "torch_device", "torch_size", "range", "slice", "ellipsis"}
+                  "numpy_scalar", "torch_dtype", "torch_device", "torch_size", "range", "slice", "ellipsis", "obj",
+                  "same"}
 
-    def __init__(self, buffers, limits: Limits, resolve=None):
+    def __init__(self, buffers, limits: Limits, resolve=None, identities: dict | None = None):
         self.buffers = buffers
         self.limits = limits
         self.resolve = resolve
+        self.identities = identities if identities is not None else {}  # token -> the object built for it
         self.items = 0
         self.mutables: list = []
 
@@ -207,6 +227,28 @@ class Decoder:
                 raise WireError(f"unknown value type {tag!r}")
             return self.resolve(tag, payload)
         return getattr(self, "_" + tag)(payload, depth + 1)
+
+    def _obj(self, payload, depth):
+        """A mutable value with its session-wide name: the object built for that name before, if any, is updated
+        in place and returned (the learner's code returned the same object again), else a new one is kept."""
+        if not (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], int)
+                and isinstance(payload[1], dict) and len(payload[1]) == 1
+                and next(iter(payload[1])) in ("list", "dict", "set", "bytearray", "tensor", "ndarray")):
+            raise WireError("a named value that is not [name, a list, dict, set, bytearray, tensor or array]")
+        token, value = payload[0], self.decode(payload[1], depth)
+        old = self.identities.get(token)
+        if old is None:
+            self.identities[token] = value
+            return value
+        if type(old) is not type(value):
+            raise WireError("a named value that changed its type")
+        update_in_place(old, value)
+        return old
+
+    def _same(self, token, depth):
+        if not isinstance(token, int) or token not in self.identities:
+            raise WireError(f"a reference to a value never sent: {token!r}")
+        return self.identities[token]
 
     def _items(self, payload, depth):
         if not isinstance(payload, list):
@@ -380,6 +422,24 @@ class Decoder:
 
     def _ellipsis(self, payload, depth):
         return Ellipsis
+
+
+def update_in_place(old, new) -> None:
+    """Make ``old`` hold what ``new`` holds (the same kind of value), keeping ``old``'s identity."""
+    torch, np = _torch(), _numpy()
+    if isinstance(old, (list, bytearray)) and isinstance(new, type(old)):
+        old[:] = new
+    elif isinstance(old, (dict, set)) and isinstance(new, type(old)):
+        old.clear()
+        old.update(new)
+    elif torch is not None and isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor):
+        with torch.no_grad():
+            if old.shape == new.shape and old.dtype == new.dtype:
+                old.copy_(new)
+            else:
+                old.data = new.to(old.device)
+    elif np is not None and isinstance(old, np.ndarray) and isinstance(new, np.ndarray) and old.shape == new.shape:
+        old[...] = new
 
 
 # --------------------------------------------------------------------------------------------------------------------
