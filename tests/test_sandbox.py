@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from autograder import sandbox
-from autograder.sandbox import CUT_MARKER, network_isolation_available, nproc_limit_enforced, run_sandboxed
+from autograder.sandbox import (CUT_MARKER, Filesystem, network_isolation_available, nproc_limit_enforced,
+                                run_sandboxed)
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # the venv's python may sit where the user nobody cannot read
 
@@ -169,8 +170,11 @@ def test_in_its_pid_namespace_the_command_sees_only_its_own_processes_and_they_a
     assert wait_all_dead(stray) == []
 
 
+ALLOW_PYTHON = sorted({sys.prefix, sys.base_prefix})
+
+
 @NAMESPACES
-def test_root_without_capabilities_cannot_undo_the_hiding_or_write_read_only_paths(tmp_path):
+def test_root_without_capabilities_cannot_leave_its_root_or_write_read_only_paths(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("only root needs its capabilities dropped")
     secret, library = tmp_path / "secret", tmp_path / "library"
@@ -184,48 +188,79 @@ def test_root_without_capabilities_cannot_undo_the_hiding_or_write_read_only_pat
                 print("allowed")
             except OSError as e:
                 print(type(e).__name__)
-        print(subprocess.run(["umount", {str(secret)!r}], capture_output=True).returncode)
-    """), cwd=tmp_path, timeout_s=10, hide_paths=[secret], read_only_paths=[library])
-    denied, read_only, umount = result.stdout.split()
-    assert denied == "PermissionError" and read_only == "OSError" and umount != "0", result.stdout + result.stderr
+        print(subprocess.run(["umount", "-l", {str(library)!r}], capture_output=True).returncode)
+        print(subprocess.run(["mount", "-t", "tmpfs", "x", "/tmp"], capture_output=True).returncode)
+    """), cwd=tmp_path, timeout_s=20, filesystem=Filesystem(read_only=[*ALLOW_PYTHON, str(library)]))
+    missing, read_only, umount, mount = result.stdout.split()
+    assert missing == "FileNotFoundError" and read_only == "OSError", result.stdout + result.stderr
+    assert umount != "0" and mount != "0"
+    assert (secret / "answer.py").read_text() == "42" and not (library / "x.py").exists()
+
+
+PROBE_FILES = """
+    import json, os, sys
+    ALLOWED = tuple(sys.argv[1:])
+    readable, outside = 0, []
+    for root, dirs, files in os.walk("/"):
+        if root in ("/proc", "/sys"):
+            dirs[:] = []
+            continue
+        for name in files:
+            path = os.path.join(root, name)
+            if os.access(path, os.R_OK):
+                readable += 1
+                if not path.startswith(ALLOWED):
+                    outside.append(path)
+    with open("scratch.txt", "w") as fh:
+        fh.write("written in the work folder")
+    for tmp in ("/tmp", "/dev/shm"):
+        with open(os.path.join(tmp, "left.txt"), "w") as fh:
+            fh.write("left behind?")
+    print(json.dumps({"readable": readable, "outside": outside[:50], "cwd": os.getcwd(),
+                      "top": sorted(os.listdir("/")), "work": sorted(os.listdir("."))}))
+"""
 
 
 @NAMESPACES
 @AS_USER
-def test_a_reachable_path_in_a_private_folder_is_exposed_alone(tmp_path):
-    # Like a Python installed under /root (mode 0700): the learner's uid needs it, and nothing else in that folder.
-    home = tmp_path / "home"
-    (home / "python").mkdir(parents=True)
-    (home / "python" / "lib.py").write_text("print('imported')")
-    (home / "secret.txt").write_text("private")
-    home.chmod(0o700)
-    work = tmp_path / "work"
-    work.mkdir(mode=0o777)
-    work.chmod(0o777)
-    result = run_sandboxed([SYSTEM_PYTHON, "-c", textwrap.dedent(f"""
-        import os
-        exec(open({str(home / "python" / "lib.py")!r}).read())
-        print(os.path.exists({str(home / "secret.txt")!r}))
-    """)], cwd=work, timeout_s=10, run_as=SLOT_UID, reachable_paths=[home / "python"])
-    assert result.stdout.split() == ["imported", "False"], result.stderr
-    assert (home / "secret.txt").read_text() == "private" and not list(work.iterdir())  # no staging left
+def test_the_command_sees_nothing_but_its_allow_list_and_leaves_nothing_behind(tmp_path):
+    private = tmp_path / "private"  # like a Python under /root (mode 0700): shown, and nothing else of its folder
+    (private / "lib").mkdir(parents=True)
+    (private / "lib" / "module.py").write_text("X = 1")
+    (private / "secret.txt").write_text("private")
+    private.chmod(0o700)
+    source = tmp_path / "learner"
+    source.mkdir()
+    (source / "data.txt").write_text("the learner's file")
+    fs = Filesystem(read_only=[*ALLOW_PYTHON, str(private / "lib")], work="/home/learner",
+                    work_source=str(source))
+    allowed = ["/usr/", "/etc/", "/dev/", "/tmp/", "/home/learner/", str(private / "lib") + "/",
+               *(p + "/" for p in ALLOW_PYTHON)]
+    result = run_sandboxed([SYSTEM_PYTHON, "-c", textwrap.dedent(PROBE_FILES), *allowed], cwd=tmp_path,
+                           timeout_s=120, run_as=SLOT_UID, filesystem=fs, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0 and result.paths_hidden, result.stderr
+    report = json.loads(result.stdout)
+    assert report["readable"] > 1000 and report["outside"] == []  # it did look, and found only what is allowed
+    top = {"dev", "etc", "home", "proc", "tmp", "usr", *(p.split("/")[1] for p in ALLOW_PYTHON)}
+    top |= {name for name in ("bin", "lib", "lib64", "sbin") if os.path.lexists("/" + name)}
+    assert report["top"] == sorted(top)
+    assert report["cwd"] == "/home/learner" and report["work"] == ["data.txt", "scratch.txt"]
+    assert sorted(os.listdir(source)) == ["data.txt"]  # the work folder was a copy, in memory
+    assert not Path("/tmp/left.txt").exists() and not Path("/dev/shm/left.txt").exists()
 
 
 @NAMESPACES
-def test_hidden_paths_are_empty_for_the_command(tmp_path):
-    secret = tmp_path / "solutions"
-    secret.mkdir()
-    (secret / "answer.py").write_text("42")
+def test_a_covered_folder_inside_an_allowed_one_is_empty(tmp_path):
+    library, repository = tmp_path / "lib", tmp_path / "lib" / "course"
+    (repository / "solutions").mkdir(parents=True)
+    (repository / "solutions" / "answer.py").write_text("42")
+    (library / "ok.py").write_text("1")
     result = run_sandboxed(py(f"""
         import os
-        try:
-            print(os.listdir({str(secret)!r}))
-        except PermissionError:
-            print("PermissionError")
-    """), cwd=tmp_path, timeout_s=10, hide_paths=[secret])
-    # An empty folder (a user with its own uid), or one it may not even list (root without capabilities).
-    assert result.paths_hidden and result.stdout.strip() in ("[]", "PermissionError"), result.stderr
-    assert (secret / "answer.py").read_text() == "42"  # hidden from the command only
+        print(sorted(os.listdir({str(library)!r})), os.listdir({str(repository)!r}))
+    """), cwd=tmp_path, timeout_s=20, filesystem=Filesystem(read_only=[*ALLOW_PYTHON, str(library)],
+                                                              covered=[str(repository)]))
+    assert result.stdout.strip() == "['course', 'ok.py'] []", result.stderr
 
 
 def test_memory_blow_up_fails_inside_the_child(tmp_path):
@@ -356,7 +391,7 @@ def test_network_is_blocked_but_loopback_works(tmp_path):
 
 
 def test_without_unshare_the_network_is_reported_not_isolated(tmp_path, monkeypatch):
-    monkeypatch.setattr(sandbox, "_netns_prefix", lambda *paths: None)  # as on a machine where unshare is not permitted
+    monkeypatch.setattr(sandbox, "_netns_prefix", lambda *args: None)  # as on a machine where unshare is not permitted
     result = run_sandboxed(py("print('ok')"), cwd=tmp_path, timeout_s=10, network=False)
     assert not result.network_isolated and result.stdout == "ok\n"
 
