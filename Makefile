@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # pip's warnings about this machine's extra local indexes are noise for a learner; hide just those lines.
 PIPFILTER := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: help install book test test-fast lab check exercises tokenizer grade bench clean
+.PHONY: help install book test test-fast lab check exercises tokenizer grade bench gpu-check clean
 
 help:
 	@echo "make book       build the site into _build/html (executes every chapter; cached)"
@@ -20,6 +20,7 @@ help:
 	@echo "make tokenizer  retrain the course tokenizer (gptcourse/data/course_bpe.json)"
 	@echo "make grade SUBMISSIONS=dir WORKSPACE=dir [ARGS=\"--jobs 2\"]   grade <student>/<chapter>/<nb>.ipynb (python -m autograder.grade -h)"
 	@echo "make bench      print the benchmarks"
+	@echo "make gpu-check  the checks that need a CUDA GPU (says so and exits 0 where there is none)"
 
 install: $(STAMP)
 
@@ -67,6 +68,10 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.gpt_model
 	$(BIN)/python -m benchmarks.book_build
 	$(BIN)/python -m benchmarks.grading
+
+# On a GPU runner with the course's packages already installed (and no package index), set PYTHON to that Python.
+gpu-check:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m autograder.gpu_check; else $(PYTHON) -m autograder.gpu_check; fi
 
 clean:
 	rm -rf _build

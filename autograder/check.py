@@ -214,31 +214,59 @@ def analyse(nb) -> tuple[list[TestResult], list[str], list[str]]:
 SYMBOL = {"passed": "✓", "partial": "~", "failed": "✗", "not attempted": "⚠", "timeout": "✗"}
 
 
-def check(path: Path, timeout: int = DEFAULT_TIMEOUT, out=None, reference: Path | None = None,
-          hidden_tests: bool = False) -> int:
-    """Check the notebook at ``path``; the exit status. ``reference``: the course's notebook to take the tests from
+@dataclass
+class Checked:
+    """Everything one check found (see ``checked``)."""
+
+    results: list[TestResult]
+    problems: list[str]
+    notes: list[str]
+    report: object  # the runner's RunReport
+    executed: object  # the executed notebook
+    edited: list[str]
+    deleted: list[str]
+
+
+def checked(path: Path, timeout: int = DEFAULT_TIMEOUT, reference: Path | None = None, hidden_tests: bool = False,
+            on_start=None) -> Checked:
+    """Run the notebook at ``path`` as the grader does. ``reference``: the course's notebook to take the tests from
     (default: ``solutions/<folder>/<name>.ipynb`` when there is one); ``hidden_tests``: run its hidden tests too
-    (the grader's verdicts, for the course's own tests of the grader)."""
-    out = out or sys.stdout
-
-    def say(text: str = "") -> None:
-        print(text, file=out, flush=True)
-
+    (the grader's verdicts, for the course's own tests of the grader). ``on_start()`` runs just before."""
     nb = load(path)
     ref = course_version(path, reference, hidden_tests)
     trusted, edited, deleted = restore_course_cells(nb, ref) if ref is not None else (None, [], [])
     if not any(is_test_cell(c) for c in nb.cells):
         raise CheckError(f"{path} has no test cells (nbgrader grade cells): is it an exercise notebook from "
                          "exercises/? Check that one, e.g. exercises/ch01_tokens/tokens.ipynb")
-    say(f"Checking {path}: running every cell in a fresh kernel, the tests as the grader runs them "
-        "(your file is not changed)...")
+    if on_start is not None:
+        on_start()
     try:
         done, report = run(nb, path.resolve().parent, timeout, trusted)
     except KernelStartError as exc:
         raise CheckError(f"Python could not start a Jupyter kernel to run your notebook: {exc}\n"
                          "Is the course's environment installed? Run `make install` (or `make check` from the "
                          "course folder).") from None
-    results, problems, notes = analyse(done)
+    return Checked(*analyse(done), report, done, edited, deleted)
+
+
+def verdicts(path: Path, **options) -> dict[str, bool]:
+    """grade_id -> whether that test cell passed (all its points), as ``checked`` runs it."""
+    return {r.grade_id: r.status == "passed" for r in checked(path, **options).results}
+
+
+def check(path: Path, timeout: int = DEFAULT_TIMEOUT, out=None, reference: Path | None = None,
+          hidden_tests: bool = False) -> int:
+    """Check the notebook at ``path`` and say what was found (see ``checked``); the exit status."""
+    out = out or sys.stdout
+
+    def say(text: str = "") -> None:
+        print(text, file=out, flush=True)
+
+    found = checked(path, timeout, reference, hidden_tests, on_start=lambda: say(
+        f"Checking {path}: running every cell in a fresh kernel, the tests as the grader runs them "
+        "(your file is not changed)..."))
+    results, problems, notes, report, done = found.results, found.problems, found.notes, found.report, found.executed
+    edited, deleted = found.edited, found.deleted
 
     say("")
     width = max(len(r.grade_id) for r in results)

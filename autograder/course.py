@@ -236,6 +236,14 @@ class RestoreMissingCells(OverwriteCells):
     cell goes after the nearest earlier source cell still present, else before the nearest later one, else at the end.
     """
 
+    def missing_cell_transform(self, source_cell, max_score, is_solution=False, is_task=False):
+        """nbgrader's, but a restored cell keeps exactly the course's source (nbgrader prepends a comment saying it
+        was missing): the referee runs only cells whose source is the course's own. The note goes in the metadata."""
+        cell = super().missing_cell_transform(source_cell, max_score, is_solution=is_solution, is_task=is_task)
+        cell.source = source_cell.source
+        cell.metadata["gptcourse_restored"] = True
+        return cell
+
     def add_missing_grade_cells(self, nb, resources):
         source_nb = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
         source_cells = source_nb.source_cells

@@ -225,6 +225,7 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
         submissions = extract_zip(archive, workspace / "unzipped", known)
         say(f"Unpacked {archive} (checked first: no unsafe paths, no absurd sizes)")
     subs, problems, chapters = scan_submissions(submissions, solutions, wanted, known)
+    everyone = {(s.student, s.chapter) for s in subs}
     subs = [s for s in subs if in_shard(s.student, shard)]
     shard_name = f"shard-{shard[0]}-of-{shard[1]}" if shard else "all"
 
@@ -266,8 +267,9 @@ def grade(submissions: Path, workspace: Path, solutions: Path = SOLUTIONS_DIR, w
             continue
         todo.append(make_job(sub, digest, mine, prepared=prepared, workspace=workspace, submissions=submissions,
                              solutions=solutions, version=versions[sub.chapter], settings=settings, jobs=jobs))
-    attached = {(s.student, s.chapter) for s in subs}
-    run_problems = [p.row() for p in problems if (p.student, p.chapter) not in attached]
+    # A problem of a submission goes with its result (in the shard that grades it); only the others are run-level.
+    run_problems = [p.row() for p in problems if (p.student, p.chapter) not in everyone
+                    and (not p.student or in_shard(p.student, shard))]
     if uids is None:
         run_problems.append(Problem("", "", "", "learner code ran as the grader's own user (not root, no setpriv, "
                                     "or the Python is not readable by another user)",

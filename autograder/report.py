@@ -8,6 +8,16 @@ from pathlib import Path
 from autograder.submissions import Problem, Submission
 
 
+#: A spreadsheet treats a cell that starts with one of these as a formula (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell_text(value) -> str:
+    """A CSV cell that a spreadsheet shows as text: a leading formula character gets a ' before it."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def fmt(points: float | None) -> str:
     if points is None:
         return "-"
@@ -28,10 +38,10 @@ def write_grades(path: Path, subs: list[Submission], chapters: list[str], cell_o
         writer = csv.writer(fh)
         writer.writerow(["student", "chapter", "score", "max_score", "status", "remarks"] + [c[3] for c in columns])
         for sub in subs:
-            row = [sub.student, sub.chapter, fmt(sub.score) if sub.score is not None else "",
+            row = [cell_text(sub.student), cell_text(sub.chapter), fmt(sub.score) if sub.score is not None else "",
                    fmt(sub.max_score) if sub.max_score is not None else
                    fmt(sum(p for _, _, p in cell_order.get(sub.chapter, []))) if sub.chapter in cell_order else "",
-                   sub.status, "; ".join(sub.remarks)]
+                   cell_text(sub.status), cell_text("; ".join(sub.remarks))]
             for chapter, notebook, grade_id, _ in columns:
                 value = sub.cells.get(f"{notebook}/{grade_id}") if chapter == sub.chapter else None
                 row.append(fmt(value) if value is not None else "")
@@ -43,7 +53,7 @@ def write_problems(path: Path, problems: list[Problem]) -> None:
         writer = csv.DictWriter(fh, fieldnames=["student", "chapter", "file", "problem", "what_to_do", "graded"])
         writer.writeheader()
         for problem in problems:
-            writer.writerow(problem.row())
+            writer.writerow({key: cell_text(value) for key, value in problem.row().items()})
 
 
 def summary(say, subs: list[Submission], problems: list[Problem], workspace: Path) -> int:

@@ -166,7 +166,12 @@ def scan_submissions(submissions: Path, solutions: Path, wanted: list[str] | Non
 ZIP_MAX_FILES = 200_000
 ZIP_MAX_FILE_BYTES = 200 * 2**20
 ZIP_MAX_TOTAL_BYTES = 8 * 2**30
-ZIP_MAX_RATIO = 200  # uncompressed / compressed, for members over 1 MB
+ZIP_MAX_RATIO = 200  # uncompressed / compressed, for each member over ZIP_RATIO_FROM bytes
+ZIP_RATIO_FROM = 64 * 2**10
+#: The whole archive may unpack to at most this many times its own size (notebooks compress 3-10 times), plus a
+#: little: many small members each under the per-member check must not add up to a bomb either.
+ZIP_MAX_EXPANSION = 50
+ZIP_EXPANSION_ALLOWANCE = 64 * 2**20
 
 
 def unsafe_member(info) -> str | None:
@@ -185,7 +190,7 @@ def unsafe_member(info) -> str | None:
         return "a symbolic link"
     if info.file_size > ZIP_MAX_FILE_BYTES:
         return f"{info.file_size / 2**20:.0f} MB uncompressed (limit {ZIP_MAX_FILE_BYTES // 2**20} MB per file)"
-    if info.file_size > 2**20 and info.file_size > ZIP_MAX_RATIO * max(info.compress_size, 1):
+    if info.file_size > ZIP_RATIO_FROM and info.file_size > ZIP_MAX_RATIO * max(info.compress_size, 1):
         return f"a compression ratio over {ZIP_MAX_RATIO}:1 (a zip bomb?)"
     return None
 
@@ -207,6 +212,12 @@ def extract_zip(archive: Path, target: Path, known_chapters: list[str]) -> Path:
             if total > ZIP_MAX_TOTAL_BYTES:
                 raise UsageError(f"{archive} would unpack to {total / 2**30:.1f} GB (limit "
                                  f"{ZIP_MAX_TOTAL_BYTES // 2**30} GB); is it the right file?")
+            size = archive.stat().st_size
+            if total > ZIP_MAX_EXPANSION * size + ZIP_EXPANSION_ALLOWANCE:
+                raise UsageError(
+                    f"{archive} is {size / 2**20:.1f} MB but would unpack to {total / 2**20:,.0f} MB, more than "
+                    f"{ZIP_MAX_EXPANSION} times its size (notebooks compress far less): a zip bomb, or not a course "
+                    "export? Nothing was extracted. If you trust it, unpack it yourself and pass the folder.")
             bad = [(m.filename, why) for m in members if (why := unsafe_member(m))]
             if bad:
                 listed = "\n".join(f"  {name!r}: {why}" for name, why in bad[:10])

@@ -47,8 +47,7 @@ REVIEW_PATTERNS = {
     "IPython internals": re.compile(r"\bget_ipython\s*\(|\bInteractiveShell\b|\binput_transformers\w*"),
     "an __eq__ of its own": re.compile(r"\bdef\s+__eq__\b"),
     "the builtins module": re.compile(r"\bbuiltins\b|__builtins__"),
-    "interpreter hooks": re.compile(r"\bsys\.(settrace|setprofile|excepthook|_getframe|addaudithook)\b"
-                                    r"|\bsetrecursionlimit\b|\bsignal\.signal\b"),
+    "interpreter hooks": re.compile(r"\bsys\.(settrace|setprofile|excepthook|_getframe|addaudithook)\b"),
     "the grader's agent": re.compile(r"_gptcourse_agent|gptcourse_referee"),
 }
 #: What learner code may see, read-only: Python (the venv and the installation behind it), the course library.

@@ -16,7 +16,6 @@ All timings are side by side in one run, on a shared machine: read the ratios, n
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import shutil
 import subprocess
@@ -25,42 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import nbformat
-
-from autograder import catalogue
-from autograder.course import EXERCISES_DIR, REPO_ROOT, SOLUTIONS_DIR
-from autograder.grade import DEFAULT_MEMORY_MB, learner_uid_works, learner_uids, make_job
+from autograder.classroom import make_class
+from autograder.course import REPO_ROOT, SOLUTIONS_DIR
+from autograder.grade import DEFAULT_MEMORY_MB, default_budget, learner_uid_works, learner_uids, make_job
 from autograder.results import assignment_version, sha256_of_files
 from autograder.submissions import scan_submissions
-
-
-def solution_sources(nb) -> dict[str, str]:
-    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells
-            if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
-
-
-def filled(release, sources: dict[str, str]):
-    nb = copy.deepcopy(release)
-    for cell in nb.cells:
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if cell.get("metadata", {}).get("nbgrader", {}).get("solution") and grade_id in sources:
-            cell.source = sources[grade_id]
-    return nb
-
-
-def make_class(chapter: str, students: int, folder: Path) -> Path:
-    """``students`` submissions: correct, stub, then one catalogued mistake each, in turn."""
-    (name,) = [p.name for p in (SOLUTIONS_DIR / chapter).glob("*.ipynb")]
-    solution = nbformat.read(SOLUTIONS_DIR / chapter / name, as_version=4)
-    release = nbformat.read(EXERCISES_DIR / chapter / name, as_version=4)
-    right = solution_sources(solution)
-    mistakes = [{**right, r.grade_id: r.source} for r in catalogue.load(chapter)]
-    variants = [right, {}] + mistakes
-    for i in range(students):
-        target = folder / f"learner{i:03d}" / chapter / name
-        target.parent.mkdir(parents=True)
-        nbformat.write(filled(release, variants[i % len(variants)]), target)
-    return folder
 
 
 #: Seconds per cell: some catalogued mistakes never finish (an endless merge loop); the default 600 s would make a
@@ -107,7 +75,8 @@ def plain_nbgrader(prepared: Path, notebook: Path, chapter: str, work: Path) -> 
 
 def sandboxed_worker(sub, workspace: Path, submissions: Path, chapter: str) -> float:
     """Our worker on one submission, as ``autograder.grade`` runs it (``--jobs 1``, default settings)."""
-    settings = {"cell_timeout": CELL_TIMEOUT, "device": "cpu", "memory_mb": DEFAULT_MEMORY_MB}
+    settings = {"cell_timeout": CELL_TIMEOUT, "budget": default_budget(CELL_TIMEOUT), "device": "cpu",
+                "memory_mb": DEFAULT_MEMORY_MB}
     job = make_job(sub, sha256_of_files(sub.notebooks), [], prepared=workspace / "prepared", workspace=workspace,
                    submissions=submissions, solutions=SOLUTIONS_DIR,
                    version=assignment_version(SOLUTIONS_DIR, chapter), settings=settings, jobs=1)

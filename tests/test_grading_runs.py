@@ -92,6 +92,26 @@ def test_zip_bomb_is_refused(tmp_path):
         extract_zip(archive, tmp_path / "out", [TOY_CHAPTER])
 
 
+def test_many_small_members_that_add_up_to_a_bomb_are_refused_before_anything_is_extracted(tmp_path):
+    # 1,000 members of exactly 1 MiB (each under the per-member checks of old) in a zip of about 1 MB: 1 GB unpacked.
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(1000):
+            zf.writestr(f"s{i:04d}/toy/toy.ipynb", b"\0" * 2**20)
+    assert archive.stat().st_size < 5 * 2**20
+    with pytest.raises(UsageError, match="would unpack to 1,000 MB, more than 50 times its size"):
+        extract_zip(archive, tmp_path / "out", [TOY_CHAPTER])
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_honest_export_is_far_below_the_limits(tmp_path):
+    notebook = json.dumps({"cells": [{"cell_type": "code", "source": f"x = {i}\n" * 20, "metadata": {},
+                                      "outputs": []} for i in range(200)]}).encode()
+    archive = zip_with(tmp_path / "export.zip", {f"s{i:03d}/toy/toy.ipynb": notebook for i in range(100)})
+    root = extract_zip(archive, tmp_path / "out", [TOY_CHAPTER])
+    assert len(list(root.iterdir())) == 100
+
+
 def test_zip_symlink_is_refused(tmp_path):
     archive = tmp_path / "link.zip"
     with zipfile.ZipFile(archive, "w") as zf:

@@ -392,6 +392,9 @@ _wrong(EX6, "neighbours_least_similar", "topk(largest=False): the least similar 
 _wrong(EX6, "neighbours_unsorted", "sorts the neighbours by id instead of by similarity",
        _neighbours(top="sorted(similarity.topk(k).indices.tolist())"))
 
+_wrong(EX6, "neighbours_normalise_in_place", "scales the rows of the caller's table to length 1 in place (div_)",
+       _neighbours(unit="weight.div_(weight.norm(dim=1, keepdim=True))"))
+
 _wrong(EX6, "neighbours_euclidean", "the k rows nearest in Euclidean distance, which depends on the lengths", '''
     def nearest_neighbours(weight, query_id, k):
         distance = (weight - weight[query_id]).norm(dim=1)

@@ -111,6 +111,32 @@ _wrong(EX1, "attention_dropout_not_rescaled", "drops weights by hand but forgets
         return weights @ v
 ''')
 
+_wrong(EX1, "attention_dropout_on_output", "applies dropout to the output (weights @ v) instead of the weights", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)
+        return F.dropout(weights @ v, p=dropout_p, training=training)
+''')
+
+_wrong(EX1, "attention_dropout_mask_shared", "draws one (T, S) dropout mask and shares it across the batch and heads",
+       '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)
+        if training and dropout_p > 0:
+            keep = torch.rand(weights.shape[-2:], device=weights.device) >= dropout_p
+            weights = weights * keep / (1 - dropout_p)
+        return weights @ v
+''')
+
 _right(EX1, "attention_einsum_nan_to_num", "einsum for the products; -inf, then nan_to_num for fully blocked rows", '''
     def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
         scores = torch.einsum("...td,...sd->...ts", q, k) / q.shape[-1] ** 0.5
