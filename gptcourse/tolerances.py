@@ -39,6 +39,12 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, msg: str = "") ->
                                msg=(lambda default: f"{msg}\n{default}" if msg else default))
 
 
+def check_close(actual: torch.Tensor, expected: torch.Tensor, msg: str) -> None:
+    """``assert_close``, but a failure says ``msg`` and nothing else: no numbers from ``expected`` (a hidden test's
+    message is shown to the learner, and must not give its expected values away)."""
+    torch.testing.assert_close(actual, expected, **tolerance(expected.dtype, expected.device), msg=msg)
+
+
 def devices_to_test() -> list[torch.device]:
     """The devices numerical tests run on: always the CPU, and CUDA when there is a GPU."""
     devices = [torch.device("cpu")]

@@ -3,6 +3,7 @@
 Fast checks read the notebooks; the ``slow`` ones run them in a Jupyter kernel ("python3" from this environment).
 """
 
+import re
 import sys
 
 import pytest
@@ -120,6 +121,25 @@ def test_hidden_tests_stand_alone(path):
         third_party = imported_modules(block) - set(sys.stdlib_module_names) - {"gptcourse", "autograder"}
         if allowed_packages is not None:
             assert third_party <= allowed_packages, f"{grade_id(cell)}: hidden tests import {sorted(third_party)}"
+
+
+#: In a hidden test's message, a field that would print what the test expects (the learner sees the message).
+EXPECTED_FIELD = re.compile(r"\{(expected|want\w*|reference\w*|theirs|correct\w*)\b[^}]*\}")
+#: Comparisons whose failure report prints the expected numbers; hidden tests use gptcourse's check_close.
+NUMBER_REPORTS = re.compile(r"(?<![\w.])assert_close\(|torch\.testing\.assert_close\(")
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=short)
+def test_hidden_test_messages_do_not_give_the_expected_values_away(path):
+    for cell in read(path).cells:
+        if not is_test_cell(cell):
+            continue
+        block = hidden_block(cell.source)
+        fields = EXPECTED_FIELD.findall(block)
+        assert not fields, f"{grade_id(cell)}: a hidden test's message prints {fields}; say what is wrong instead"
+        calls = NUMBER_REPORTS.findall(block)
+        assert not calls, (f"{grade_id(cell)}: {calls[0]} in a hidden test reports the expected numbers when it "
+                           "fails; use gptcourse.tolerances.check_close")
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=short)

@@ -40,3 +40,13 @@ def test_set_seed_repeats_every_generator():
     assert draw() == first
     exact_gpu_maths()
     assert torch.backends.cuda.matmul.allow_tf32 is False
+
+
+def test_check_close_shows_the_message_and_no_numbers():
+    from gptcourse.tolerances import check_close
+
+    expected = torch.tensor([1.2345678, 2.0])
+    check_close(expected + 1e-7, expected, "fine")
+    with pytest.raises(AssertionError) as info:
+        check_close(torch.tensor([9.0, 2.0]), expected, "the first number is wrong")
+    assert str(info.value) == "the first number is wrong"
