@@ -23,21 +23,22 @@ What is isolated, on Linux, and how:
 * **Output.** stdout and stderr are read together as they come (a child blocked on a full pipe cannot deadlock us)
   and kept up to ``max_output_bytes`` each; past that the group is killed (``killed_reason="output"``) and the text
   ends with a marker, so a ``while True: print()`` never fills the grader's memory.
-* **Namespaces** (``network=False``, where ``unshare`` is permitted: it needs CAP_SYS_ADMIN, i.e. root). The command
-  runs in new network, mount and PID namespaces. Network: only loopback, brought up because Jupyter kernels talk
-  to their client over TCP on 127.0.0.1. PID: it sees only its own processes (no grader process to signal or
-  inspect), and when it ends the kernel kills everything left in the namespace. Mount: ``hide_paths`` are covered
-  by an empty tmpfs of mode 000, ``read_only_paths`` are re-mounted read-only, for the command only. Where
-  ``unshare`` is not permitted, none of this happens and the result says so (``network_isolated`` False): the
+* **Namespaces** (``network=False``, where ``unshare`` is permitted: as root, or inside an unprivileged user
+  namespace where the kernel allows one). The command runs in new network, mount and PID namespaces. Network: only
+  loopback. PID: it sees only its own processes (no grader process to signal or inspect), and when it ends the
+  kernel kills everything left in the namespace. Mount, with a ``Filesystem``: the command gets a root of its own
+  (``pivot_root``) that holds only the allow-listed paths, read-only, a private copy of its working folder and
+  private temporary folders, all in memory and size-capped; every other file of the machine does not exist for it,
+  and nothing it writes outlives it (but the ``writable`` folders it is given). Where namespaces are not
+  permitted, none of this happens and the result says so (``network_isolated``, ``paths_hidden`` False): the
   caller must check it and decide.
 * **Privileges.** As root, the command runs as ``run_as`` (a uid dedicated to it: no capabilities, no
   supplementary groups, no way back; every process of that uid is killed afterwards) or, without ``run_as``, still
-  as uid 0 but with every capability dropped: it cannot undo the mounts, read what mode 000 hides, or override
-  file permissions (it still owns root's files outside the read-only paths: make those paths cover what matters).
+  as uid 0 but with every capability dropped: it cannot undo the mounts or override file permissions. In a user
+  namespace, it is this user outside, with no capabilities inside.
 
-What is **not** isolated: the rest of the filesystem. The command sees every other file its user may read or write;
-the caller runs it in a throwaway folder. Environment variables are passed as given: give ``env`` a minimal dict,
-not ``os.environ``, so no secret reaches learner code. Stdin is empty.
+Environment variables are passed as given: give ``env`` a minimal dict, not ``os.environ``, so no secret reaches
+learner code. Stdin is empty.
 """
 
 from __future__ import annotations
@@ -89,22 +90,39 @@ class SandboxResult:
 
 
 NAMESPACES = ("--net", "--mount", "--pid", "--fork", "--mount-proc")
+#: Without root: a user namespace of its own first, in which this user counts as root for those namespaces only.
+USER_NAMESPACE = ("--user", "--map-root-user")
 
 
 @functools.cache
-def _namespaces_permitted() -> bool:
-    """Whether ``unshare`` may create network, mount and PID namespaces here (it needs CAP_SYS_ADMIN, i.e. root) and
-    ``ip`` can bring loopback up; without loopback a Jupyter kernel could not reach its client, so "isolated but
-    broken" is not offered."""
+def _namespace_flags() -> tuple[str, ...] | None:
+    """The ``unshare`` flags that make network, mount and PID namespaces here, or None where none can be made.
+
+    As root, directly. Otherwise inside an unprivileged user namespace, where the kernel allows those (most Linux
+    hosts; not Docker's default profile): the command then stays this user outside, but sees only its own root.
+    ``ip`` must bring loopback up: without it a Jupyter kernel could not reach its client, so "isolated but broken"
+    is not offered."""
     unshare, ip = shutil.which("unshare"), shutil.which("ip")
     if not (unshare and ip):
-        return False
-    try:
-        probe = subprocess.run([unshare, *NAMESPACES, "--", ip, "link", "set", "lo", "up"],
-                               capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return probe.returncode == 0
+        return None
+    for flags in ((NAMESPACES,) if os.geteuid() == 0 else ()) + ((*USER_NAMESPACE, *NAMESPACES),):
+        try:
+            probe = subprocess.run([unshare, *flags, "--", ip, "link", "set", "lo", "up"], capture_output=True,
+                                   timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if probe.returncode == 0:
+            return tuple(flags)
+    return None
+
+
+def _namespaces_permitted() -> bool:
+    return _namespace_flags() is not None
+
+
+def _in_user_namespace() -> bool:
+    flags = _namespace_flags()
+    return flags is not None and flags[:len(USER_NAMESPACE)] == USER_NAMESPACE
 
 
 @dataclass
@@ -213,14 +231,15 @@ def _netns_prefix(fs: Filesystem | None = None, root: str | None = None, uid: in
     if not _namespaces_permitted():
         return None
     script = _setup_script(fs, root, uid)
-    return (shutil.which("unshare"), *NAMESPACES, "--", "/bin/sh", "-c", script, "sandbox")
+    return (shutil.which("unshare"), *_namespace_flags(), "--", "/bin/sh", "-c", script, "sandbox")
 
 
-def _no_privileges_prefix() -> tuple[str, ...] | None:
-    """As root, the argv prefix that runs a command still as uid 0 but with no capabilities and no way to regain
-    them: it cannot undo the mounts, read what mode 000 hides, or override file permissions."""
+def _no_privileges_prefix(namespaced: bool = False) -> tuple[str, ...] | None:
+    """As root (or as the root of a user namespace: ``namespaced``), the argv prefix that runs a command still as
+    uid 0 but with no capabilities and no way to regain them: it cannot undo the mounts or override file
+    permissions."""
     setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or not setpriv:
+    if not (os.geteuid() == 0 or (namespaced and _in_user_namespace())) or not setpriv:
         return None
     return (setpriv, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--")
 
@@ -337,7 +356,7 @@ def _command(argv, *, network: bool, run_as: int | None, drop_privileges: bool, 
     as_user = _as_user_prefix(run_as) if run_as is not None else None
     if as_user:
         argv = [*as_user, *argv]
-    elif drop_privileges and (no_caps := _no_privileges_prefix()):
+    elif drop_privileges and (no_caps := _no_privileges_prefix(namespaced=not network)):
         argv = [*no_caps, *argv]
     prefix = None if network else _netns_prefix(filesystem, root, run_as if as_user else 0)
     if prefix:

@@ -249,6 +249,38 @@ def test_the_command_sees_nothing_but_its_allow_list_and_leaves_nothing_behind(t
     assert not Path("/tmp/left.txt").exists() and not Path("/dev/shm/left.txt").exists()
 
 
+UNPRIVILEGED = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from autograder.sandbox import Filesystem, run_sandboxed
+result = run_sandboxed([sys.executable, "-c", sys.argv[2], *sys.argv[3:]], cwd="/tmp", timeout_s=120,
+                       filesystem=Filesystem(read_only=[]), env={"PATH": "/usr/bin:/bin"})
+print(json.dumps({"isolated": result.paths_hidden, "code": result.returncode, "out": result.stdout,
+                  "err": result.stderr[-500:]}))
+"""
+
+
+@pytest.mark.skipif(not (os.getuid() == 0 and shutil.which("setpriv") and Path(SYSTEM_PYTHON).exists()),
+                    reason="needs root to become an ordinary user, and a Python that user may run")
+def test_an_ordinary_user_gets_the_same_root_through_a_user_namespace(tmp_path):
+    """Without root the grader makes its namespaces inside a user namespace (where the kernel allows one): the
+    command sees nothing but its allow-list either. Run as an unprivileged uid, from a system Python."""
+    import subprocess
+
+    tmp_path.chmod(0o777)
+    probe = subprocess.run(["setpriv", f"--reuid={SLOT_UID + 1}", f"--regid={SLOT_UID + 1}", "--clear-groups",
+                            SYSTEM_PYTHON, "-c", UNPRIVILEGED, str(Path(sandbox.__file__).parent.parent),
+                            textwrap.dedent(PROBE_FILES), "/usr/", "/etc/", "/dev/", "/tmp/", "/home/learner/"],
+                           capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    report = json.loads(probe.stdout or "{}") if probe.returncode == 0 else {}
+    if not report.get("isolated"):
+        pytest.skip(f"no unprivileged user namespaces here: {report or probe.stderr[-300:]}")
+    assert report["code"] == 0, report
+    found = json.loads(report["out"])
+    assert found["readable"] > 1000 and found["outside"] == [], found["outside"][:10]
+    assert not Path("/tmp/left.txt").exists()
+
+
 @NAMESPACES
 def test_a_covered_folder_inside_an_allowed_one_is_empty(tmp_path):
     library, repository = tmp_path / "lib", tmp_path / "lib" / "course"
