@@ -582,6 +582,32 @@ def write_results(toy):
     """) + "\n\n" + guarded("double", "done"))
 
 
+LEFTOVERS = [Path("/tmp/gptcourse-adversarial-leftover.txt"), Path("/dev/shm/gptcourse-adversarial-leftover.txt"),
+             Path("/var/tmp/gptcourse-adversarial-leftover.txt")]
+
+
+def nothing_left(o: Outcome) -> bool:
+    left = [str(p) for p in LEFTOVERS if p.exists()]
+    assert not left, f"files written by learner code outlived its sandbox: {left}"
+    return "wrote: /tmp" in o.printed("double")
+
+
+@case("solution code writes into /tmp, /dev/shm and /var/tmp: its own private, in-memory folders, gone after "
+      "grading (there is no /var/tmp at all)", score=FULL, needs_isolation=True, check=nothing_left)
+def leave_files(toy):
+    return toy.answer(double=code(f"""
+        wrote = []
+        for path in {[str(p) for p in LEFTOVERS]!r}:
+            try:
+                with open(path, "w") as fh:
+                    fh.write("left behind")
+                wrote.append(path.rsplit("/", 1)[0])
+            except OSError:
+                pass
+        print("wrote:", " ".join(wrote))
+    """) + "\n\n" + toy.sources["double"])
+
+
 def nobody_knocked(o: Outcome) -> bool:
     """No connection waits on the host's listener (a completed connect stays queued even after the client closed)."""
     o.toy.listener.setblocking(False)

@@ -498,5 +498,26 @@ def test_no_feedback_reveals_a_hidden_test(course_run):
 
 
 @pytest.mark.slow
+def test_the_self_check_gives_the_graders_verdicts_on_catalogued_mistakes(course_run, tmp_path):
+    """The learner's self-check runs the same referee without the sandbox: on each chapter's `partial` learner (its
+    last exercises replaced by catalogued mistakes), with the course's tests, hidden ones included, every test cell
+    passes or fails as it did when graded."""
+    import json
+
+    from autograder import check
+
+    for chapter in course_run["expected"]:
+        for submitted in sorted((course_run["subs"] / "partial" / chapter).glob("*.ipynb")):
+            copy = tmp_path / chapter / submitted.name
+            copy.parent.mkdir(parents=True)
+            copy.write_bytes(submitted.read_bytes())
+            checked = check.verdicts(copy, timeout=600, reference=REPO_ROOT / "solutions" / chapter / submitted.name,
+                                     hidden_tests=True)
+            result = json.loads((course_run["workspace"] / "results" / "partial" / f"{chapter}.json").read_text())
+            graded = {t["name"]: t["status"] == "passed" for t in result["tests"] if t["notebook"] == submitted.stem}
+            assert checked == graded and not all(graded.values()), (chapter, checked, graded)
+
+
+@pytest.mark.slow
 def test_grading_leaves_the_originals_untouched(course_run):
     assert tree_hashes(course_run["subs"]) == course_run["before"]

@@ -154,6 +154,8 @@ def shards(tmp_path_factory):
     for i, student in enumerate(STUDENTS):  # alternately full marks and the untouched stub
         write(fill(release, sources) if i % 2 == 0 else release, subs / student / TOY_CHAPTER / "toy.ipynb")
         expected[student] = sum(points_of_tests(solution).values()) if i % 2 == 0 else 0.0
+    (subs / "notes.txt").write_text("not a submission")  # a run-level remark, which every shard sees
+    write(release, subs / STUDENTS[0] / TOY_CHAPTER / "scratch.ipynb")  # a remark on one submission, in one shard
     runs = {}
     for i in (1, 2):
         runs[i] = run_module("autograder.grade", subs, "--workspace", base / f"shard{i}", "--solutions", TOY_SOLUTIONS,
@@ -189,6 +191,14 @@ def test_merge_makes_one_gradebook_csv_feedback_and_report(shards):
     report = (master / "report.html").read_text(encoding="utf-8")
     # Grade distribution, pass rate per test, runtime (no failure plot: nothing failed to grade).
     assert all(s in report for s in STUDENTS) and report.count("data:image/png;base64,") >= 3
+
+
+@pytest.mark.slow
+def test_merged_problems_list_each_remark_once(shards):
+    with open(shards["base"] / "master" / "problems.csv", newline="", encoding="utf-8") as fh:
+        problems = [row["problem"] for row in csv.DictReader(fh)]
+    assert sorted(problems) == sorted(["a file directly in SUBMISSIONS, ignored",
+                                       "extra notebook 'scratch.ipynb' ignored (expected: toy.ipynb)"]), problems
 
 
 @pytest.mark.slow

@@ -59,7 +59,8 @@ def _gptcourse_install():
     modules = {{}}
     for name, source in {AGENT_SOURCES!r}.items():
         module = modules[name] = types.ModuleType("gptcourse_referee_" + name)
-        exec(compile(source, "<the grader's " + name + ">", "exec"), module.__dict__)
+        filename = {{"agent": "<the grader calling your code>", "wire": "<the grader's wire>"}}[name]
+        exec(compile(source, filename, "exec"), module.__dict__)
     sys.modules["_gptcourse_agent"] = modules["agent"]
     modules["agent"].AGENT = modules["agent"].connect({address!r}, {token!r}, get_ipython().user_ns,
                                                       modules["wire"], {max_message_bytes!r})
