@@ -147,6 +147,12 @@ class Outputs:
         self.size += size
 
 
+def error_output(ename: str, evalue: str, traceback: list[str] | None = None) -> dict:
+    """An nbformat error output (the traceback defaults to one line: kind and message)."""
+    return {"output_type": "error", "ename": ename, "evalue": evalue,
+            "traceback": traceback if traceback is not None else [f"{ename}: {evalue}"]}
+
+
 def mark_stderr(items: list[dict]) -> list[dict]:
     """Stream outputs on stderr as stdout text marked ``[stderr]``: nbgrader zeroes a test cell with any stderr."""
     out = []
@@ -377,7 +383,7 @@ class CellRun:
 
 class LearnerKernel:
     """One kernel with the agent in it. ``start()`` may raise KernelStartError; ``run_cell`` runs a learner cell;
-    ``session()`` serves one test cell."""
+    ``begin_session``/``end_session`` serve one test cell."""
 
     def __init__(self, process: KernelProcess, limits: wire.Limits | None = None, seed_torch: bool = True):
         self.process = process
@@ -447,16 +453,13 @@ class LearnerKernel:
         items = mark_stderr(outputs.items)
         content = reply.get("content", {})
         if interrupted:
-            message = f"the cell ran for more than {timeout:g} s and was interrupted"
             items = [o for o in items if o.get("output_type") != "error"]
-            error = {"output_type": "error", "ename": TIMEOUT_ENAME, "evalue": message,
-                     "traceback": [f"{TIMEOUT_ENAME}: {message}"]}
+            error = error_output(TIMEOUT_ENAME, f"the cell ran for more than {timeout:g} s and was interrupted")
             return CellRun("timeout", items + [error], outputs.execution_count, error)
         if content.get("status") == "error":
             error = next((o for o in items if o.get("output_type") == "error"), None)
             if error is None:  # an error the kernel replied with but did not publish
-                error = {"output_type": "error", "ename": str(content.get("ename", "Error")),
-                         "evalue": str(content.get("evalue", "")), "traceback": []}
+                error = error_output(str(content.get("ename", "Error")), str(content.get("evalue", "")), [])
                 items.append(error)
             return CellRun("error", items, outputs.execution_count, error)
         return CellRun("ok", items, outputs.execution_count)

@@ -22,9 +22,9 @@ import types
 from dataclasses import dataclass, field
 
 from autograder.referee import link as link_mod
+from autograder.referee.kernel import TIMEOUT_ENAME, error_output
 
 BEGIN_HIDDEN, END_HIDDEN = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
-TIMEOUT_ENAME = "CellTimeoutError"
 BUILTIN_NAMES = frozenset(dir(builtins))
 
 
@@ -133,9 +133,7 @@ class Referee:
             except link_mod.LinkBroken:
                 raise
             except link_mod.CellTimeout:
-                message = f"the cell ran for more than {timeout:g} s and was interrupted"
-                error = {"output_type": "error", "ename": TIMEOUT_ENAME, "evalue": message,
-                         "traceback": [f"{TIMEOUT_ENAME}: {message}"]}
+                error = error_output(TIMEOUT_ENAME, f"the cell ran for more than {timeout:g} s and was interrupted")
             except Exception as exc:  # noqa: BLE001 - a failing test is any exception
                 error = self.error_output(exc, source, filename)
             finally:
@@ -163,4 +161,4 @@ class Referee:
         shown = [f"{ename}: {evalue}"]
         if frames and frames[-1].lineno not in hidden and 0 < (frames[-1].lineno or 0) <= len(lines):
             shown.insert(0, f"in the test, line {frames[-1].lineno}: {lines[frames[-1].lineno - 1].strip()}")
-        return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": shown}
+        return error_output(ename, evalue, shown)

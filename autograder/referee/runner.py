@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 
 import nbformat
 
-from autograder.referee.kernel import KernelStartError, LearnerKernel
-from autograder.sandbox import MEMORY_ERROR
+from autograder.referee.kernel import KernelStartError, LearnerKernel, error_output
 from autograder.referee.referee import Referee
 
 KILLED_ENAME = "CellKilledByGrader"
@@ -74,10 +73,6 @@ def error_line(error: dict) -> str:
         evalue = re.sub(r"\s*\((?:[^()]*\.py|<[^>]*>), line (\d+)\)$", r" (line \1 of the cell)", evalue)
     first = evalue.splitlines()[0][:200] if evalue else ""
     return f"{ename}: {first}" if first else ename
-
-
-def error_output(ename: str, evalue: str) -> dict:
-    return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": [f"{ename}: {evalue}"]}
 
 
 @dataclass
@@ -200,14 +195,15 @@ class NotebookRun:
         words = self.kernel.process.last_words()
         if words.strip():
             self.report.last_words[index] = "\n".join(words.strip().splitlines()[-3:])
+        from autograder.sandbox import MEMORY_ERROR  # here: the sandbox is for Linux, the self-check runs anywhere
+
         if reason == "kernel" and MEMORY_ERROR.search(words):
             reason = "memory"
         self.report.killed[index] = reason
         message = KILLED_MESSAGES.get(reason, KILLED_MESSAGES["protocol"])
         cell = self.nb.cells[index]
-        cell.outputs = [o for o in cell.outputs if o.get("output_type") != "error"] + [{
-            "output_type": "error", "ename": KILLED_ENAME, "evalue": message,
-            "traceback": [f"{KILLED_ENAME}: {message}{SKIPPED_NOTE}."]}]
+        cell.outputs = [o for o in cell.outputs if o.get("output_type") != "error"] + [
+            error_output(KILLED_ENAME, message, [f"{KILLED_ENAME}: {message}{SKIPPED_NOTE}."])]
         self.log(f"cell {index + 1}: {reason}; starting a new kernel")
         self.kernel.shutdown()
         self.kernel = None
