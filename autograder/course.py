@@ -299,10 +299,11 @@ class RestoreMissingCells(OverwriteCells):
 def grading_config(root: Path, timeout: int = GRADING_CELL_TIMEOUT) -> Config:
     """Everything nbgrader needs to generate, autograde and give feedback in the workspace ``root``.
 
-    Kernel crash: on its own, nbgrader loses the whole submission when a learner's code kills the kernel
-    (``os._exit``, a segfault): nbclient raises ``DeadKernelError`` and autograde gives up on that notebook. The
-    grading worker (``autograder.worker.SandboxedExecute``, which replaces nbgrader's Execute step) neutralises the
-    crashing cell and runs the notebook again, so only that cell's tests lose their points.
+    Execution: nbgrader's own Execute step runs the tests in the learner's kernel, where the learner's code can
+    change what they do; and it loses the whole submission when that code kills the kernel (``os._exit``, a
+    segfault). The grading worker replaces it (``autograder.worker.RefereeExecute``): the learner's cells run in a
+    sandboxed kernel, the tests in the worker (``autograder.referee``), and a cell that kills the kernel costs only
+    that cell's tests. The settings below are those of the steps nbgrader still runs.
     """
     c = base_config(root)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -71,8 +72,9 @@ del _gptcourse_install
 
 
 def uses_torch(sources) -> bool:
-    """Whether a notebook needs torch seeded (importing it costs seconds, so a notebook without it goes without)."""
-    return any(word in source for source in sources for word in ("torch", "gptcourse"))
+    """Whether a notebook uses torch, so that it is seeded with the rest (importing it costs seconds, so a notebook
+    without it goes without; a torch imported later starts from its own fixed default seed anyway)."""
+    return any(re.search(r"\btorch\b", source) for source in sources)
 
 
 # --------------------------------------------------------------------------------------------------------------------
