@@ -31,6 +31,9 @@ from matplotlib.figure import Figure
 
 REMARK_RULES = [  # (keywords, category); first match wins, so specific causes come before general words
     (("review:",), "flagged for review"),
+    (("syntax error",), "syntax error"),
+    (("time budget",), "time budget used up"),
+    (("stopped answering",), "kernel stopped answering"),
     (("timeout", "timed out"), "timeout"),
     (("kernel died", "kernel crash", "dead kernel", "crashed", "restart"), "kernel crash"),
     (("memory", "oom"), "memory"),

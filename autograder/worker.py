@@ -232,8 +232,8 @@ def test_outcomes(autograded: Path, notebooks: list[str], scores: dict[str, tupl
 
 
 def stopped_cells(autograded: Path, reports: dict) -> list[tuple[str, str, str, bool]]:
-    """(where, label, why, is a test cell) for every cell interrupted, stopped or not reached, from the runs'
-    reports; cells not reached are summed up in one entry per notebook."""
+    """(where, label, why, is a test cell) for every cell interrupted, stopped, not reached or that did not parse,
+    from the runs' reports; cells not reached are summed up in one entry per notebook."""
     import nbformat
 
     from autograder.referee.runner import KILLED_MESSAGES
@@ -259,6 +259,9 @@ def stopped_cells(autograded: Path, reports: dict) -> list[tuple[str, str, str, 
         for index, reason in sorted(report.killed.items()):
             found.append((where(index), STOP_LABELS.get(reason, reason), KILLED_MESSAGES.get(reason, reason),
                           is_test(index)))
+        for index, line in sorted(report.syntax_errors.items()):
+            found.append((where(index), "syntax error", f"{line}; nothing in the cell ran, so the tests that use "
+                          "what it defines fail with NameError (their message names this cell)", False))
         if report.not_reached:
             tests = sum(is_test(i) for i in report.not_reached)
             found.append((f"{path.name} cells {report.not_reached[0] + 1}-{report.not_reached[-1] + 1}",
@@ -299,9 +302,11 @@ def describe_stops(result: dict, student: str, chapter: str, stops) -> None:
     for where, label, why, is_test in stops:
         result["remarks"].append(f"{label} in {where}")
         lost = ("its tests scored 0; the other cells were graded" if is_test else
+                "the other cells were graded" if label == "syntax error" else
                 "what it defines may be missing for later cells; the other cells were graded")
         advice = ("if the work is legitimately slow, re-run with a longer --timeout or --budget and --force"
-                  if "time" in label else "nothing, unless you think the learner's code is right")
+                  if "time" in label else "a fix of that line would let the learner's code be graded"
+                  if label == "syntax error" else "nothing, unless you think the learner's code is right")
         result["problems"].append(res.problem(f"{student}/{chapter}/", f"{where}: {why} ({lost})",
                                               f"look at the learner's code there; {advice}", blocking=False))
 

@@ -276,6 +276,13 @@ def malformed(toy):
     return {NOTEBOOK: '{"cells": [{"cell_type": "code", "sour'}
 
 
+@case("a syntax error in the double cell: its tests fail with a NameError that names the cell, the rest is graded",
+      score=MEAN, failed=["test_double"], output={"test_double": "cell 4 (double): SyntaxError"},
+      remarks=["syntax error in toy.ipynb cell 4 (double)"], problems=["cell 4 (double): SyntaxError: "])
+def syntax_error(toy):
+    return toy.answer(double="def double(x)\n    return 2 * x")
+
+
 @case("the notebook saved in the old nbformat 3: converted and graded", score=FULL,
       passed=["test_double", "test_mean"], check=lambda o: o.autograded().nbformat == 4)
 def nbformat3(toy):

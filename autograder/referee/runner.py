@@ -83,6 +83,7 @@ class RunReport:
     timeouts: list[int] = field(default_factory=list)        # cells interrupted at their time limit
     not_reached: list[int] = field(default_factory=list)     # cells the budget did not reach
     learner_errors: list[str] = field(default_factory=list)  # learner cells that failed, one line each
+    syntax_errors: dict[int, str] = field(default_factory=dict)  # learner cells that did not even parse -> the error
     restarts: list[str] = field(default_factory=list)        # why each new kernel was started
     last_words: dict[int, str] = field(default_factory=dict) # what a kernel that died wrote last, per cell
     isolation: dict = field(default_factory=dict)
@@ -163,6 +164,8 @@ class NotebookRun:
             self.timed_out(index, timeout)
         elif run.status == "error":
             self.report.learner_errors.append(f"cell {index + 1} ({label}): {error_line(run.error)}")
+            if run.error["ename"] in ("SyntaxError", "IndentationError", "TabError"):
+                self.report.syntax_errors[index] = error_line(run.error)
             self.referee.learner_errors = self.report.learner_errors
         if role == "setup":
             self.run_setup_in_referee(cell.source, label)
