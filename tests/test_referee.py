@@ -127,6 +127,10 @@ def sparse():
 def draw():
     return torch.rand(3)
 
+def exit_later():
+    import os, threading
+    threading.Timer(0.2, lambda: os._exit(1)).start()
+
 def garbage():
     import sys
     sys.modules["_gptcourse_agent"].AGENT.sock.sendall(b"not a frame at all" * 10)
@@ -312,22 +316,28 @@ def test_a_call_past_the_deadline_is_interrupted(ask):
     assert ask(lambda n: n["echo"](1)) == 1  # the kernel answers again
 
 
-def test_garbage_on_the_link_breaks_it_and_a_stuck_kernel_is_reported(tmp_path):
+def test_garbage_a_stuck_kernel_and_a_kernel_that_died_between_calls_break_the_link(tmp_path):
     def broken(source, timeout):
         k = LearnerKernel(LocalKernelProcess(tmp_path))
         k.start()
         try:
             k.run_cell(LEARNER_CODE, 60)
             link = k.begin_session(time.monotonic() + timeout)
-            fn = link.lookup([source])[source]
+            fn, echo = (link.lookup([source, "echo"])[name] for name in (source, "echo"))
             with pytest.raises(LinkBroken) as info:
-                fn(1) if source != "garbage" else fn()
+                if source == "exit_later":
+                    fn()
+                    time.sleep(1)
+                    echo(1)  # the kernel died between two calls
+                else:
+                    fn(1) if source != "garbage" else fn()
             return info.value.reason
         finally:
             k.shutdown()
 
     assert broken("garbage", 10) == "protocol"
     assert broken("ignore_interrupts", 1) == "stuck"
+    assert broken("exit_later", 10) == "kernel"
 
 
 # --------------------------------------------------------------------------------------------------------------------

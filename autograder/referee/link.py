@@ -183,7 +183,7 @@ class Link:
         """End the session (the agent's execution returns). Stand-ins of this session stop working."""
         if self.open:
             self.open = False
-            wire.write_frame(self.sock, {"op": "done"})
+            self._send({"op": "done"})
 
     # --- requests -----------------------------------------------------------------------------------------------
 
@@ -206,7 +206,7 @@ class Link:
         encoder = wire.Encoder(self.export)
         header = {"op": op, "id": request_id, "payload": encoder.encode([target, *items] if target is not None
                                                                         else list(items))}
-        wire.write_frame(self.sock, header, encoder.buffers)
+        self._send(header, encoder.buffers)
         while True:
             try:
                 reply, buffers = self._receive()
@@ -310,9 +310,24 @@ class Link:
                                           isinstance(exc, StopIteration) else "RuntimeError",
                                           "message": "raised by the grader's test code (its message is not shown)"})
             out_buffers = []
-        wire.write_frame(self.sock, reply, out_buffers)
+        self._send(reply, out_buffers)
 
-    # --- waiting ------------------------------------------------------------------------------------------------
+    # --- sending and waiting ------------------------------------------------------------------------------------
+
+    def _send(self, header: dict, buffers=()) -> None:
+        """Write a frame; a kernel that is gone (a broken pipe) ends the link, as when it dies during a call."""
+        try:
+            wire.write_frame(self.sock, header, buffers)
+        except OSError:
+            self._closed()
+
+    def _closed(self):
+        """The connection broke: LinkBroken("kernel") once the kernel is seen dead, else "protocol"."""
+        end = time.monotonic() + 3  # a kernel that just died may take a moment to be seen dead
+        while self.on_wait is not None and time.monotonic() < end:
+            self.on_wait()  # raises LinkBroken("kernel") once the kernel is gone
+            time.sleep(0.05)
+        raise LinkBroken("protocol", "the learner's kernel closed the grader's connection")
 
     def _receive(self) -> tuple[dict, list]:
         """The next frame; at the deadline the kernel is interrupted and gets ``GRACE_S`` more to answer."""
@@ -325,12 +340,8 @@ class Link:
                 self.timed_out = True
                 self.interrupt()
                 self.deadline = time.monotonic() + GRACE_S
-            except wire.LinkClosed:
-                end = time.monotonic() + 3  # a kernel that just died may take a moment to be seen dead
-                while self.on_wait is not None and time.monotonic() < end:
-                    self.on_wait()  # raises LinkBroken("kernel") once the kernel is gone
-                    time.sleep(0.05)
-                raise LinkBroken("protocol", "the learner's kernel closed the grader's connection") from None
+            except (wire.LinkClosed, ConnectionError):
+                self._closed()
             except wire.TooLarge:
                 raise
             except wire.WireError as exc:
