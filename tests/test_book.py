@@ -34,6 +34,17 @@ def _toc_files() -> list[str]:
     return files
 
 
+def test_no_directive_hides_behind_a_backtick_fence():
+    """CommonMark forbids backticks in the info string of a backtick fence, so ```{admonition} with `code` in its
+    title is not a directive at all: the page shows it as raw text, without a warning. Use a ::: fence there."""
+    import re
+
+    bad = [f"{page.name}:{n}" for page in sorted((ROOT / "book").glob("*.md"))
+           for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1)
+           if re.match(r"^(`{3,})\{[\w-]+\}.*`", line)]
+    assert not bad, f"backticks in a directive's first line, which then never parses: {bad}"
+
+
 def test_every_toc_page_exists():
     files = _toc_files()
     assert files[0] == "book/intro" and "book/ch01_tokens" in files
@@ -57,8 +68,19 @@ def test_book_builds_without_warnings():
         assert images, f"{chapter} shows no plot"
         for src in images:
             assert (page.parent / src).resolve().exists(), f"the image {src} of {chapter} is missing from the site"
+        raw = [m for m in ("```{", ":::{", "{code-cell}", "{admonition}") if m in _visible_text(html)]
+        assert not raw, f"{chapter} shows raw MyST markup {raw}: a directive that did not parse"
     tokens = (site / "book" / "ch01_tokens.html").read_text(encoding="utf-8")
     assert "Byte-pair encoding" in tokens and "&lt;|endoftext|&gt;" in tokens
+
+
+def _visible_text(html: str) -> str:
+    """The page's text as a reader sees it: no tags, no scripts or styles."""
+    import html as html_lib
+    import re
+
+    html = re.sub(r"<(script|style)\b.*?</\1>", "", html, flags=re.S | re.I)
+    return html_lib.unescape(re.sub(r"<[^>]+>", "", html))
 
 
 def _image_sources(html: str) -> list[str]:
