@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.course import (HIDDEN_TESTS_PLACEHOLDER, SOLUTIONS_DIR, TIMEOUT_ENAME, is_test_cell, read_notebook,
-                               stderr_to_stdout, strip_ansi)
+                               split_hidden_tests, strip_ansi)
 from autograder.referee.kernel import KernelStartError
-from autograder.referee.runner import error_line
+from autograder.referee.runner import error_line, nbgrader_meta, run_locally
 
 DEFAULT_TIMEOUT = 600
 
@@ -87,8 +87,6 @@ def course_version(path: Path, reference: Path | None, hidden: bool):
 
 
 def visible_part(source: str) -> str:
-    from autograder.course import split_hidden_tests
-
     return split_hidden_tests(source)[0].replace(HIDDEN_TESTS_PLACEHOLDER, "").strip()
 
 
@@ -96,38 +94,27 @@ def restore_course_cells(nb, ref) -> tuple[dict[str, str], list[str], list[str]]
     """Put the course's locked cells (setup, tests) back as ``ref`` has them, as the grader does: edited ones get
     their source back, deleted test cells are added after the cell before them. Returns the trusted sources, and
     the grade_ids that were edited and deleted."""
-    locked = {c.metadata["nbgrader"]["grade_id"]: c for c in ref.cells if c.cell_type == "code"
-              and c.get("metadata", {}).get("nbgrader", {}).get("locked") and not c.metadata["nbgrader"].get("solution")}
+    locked = {nbgrader_meta(c)["grade_id"]: c for c in ref.cells if c.cell_type == "code"
+              and nbgrader_meta(c).get("locked") and not nbgrader_meta(c).get("solution")}
     trusted = {gid: c.source for gid, c in locked.items()}
     edited, deleted = [], []
     present = {}
     for cell in nb.cells:
-        gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        gid = nbgrader_meta(cell).get("grade_id")
         if gid in locked and cell.cell_type == "code" and gid not in present:
             present[gid] = cell
             if visible_part(cell.source) != visible_part(trusted[gid]):
                 edited.append(gid)
             cell.source = trusted[gid]
-    order = [c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in ref.cells]
+    order = [nbgrader_meta(c).get("grade_id") for c in ref.cells]
     for gid, cell in locked.items():
         if gid in present or not is_test_cell(cell):
             continue
         deleted.append(gid)
-        ids = [c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nb.cells]
+        ids = [nbgrader_meta(c).get("grade_id") for c in nb.cells]
         before = [ids.index(g) for g in order[:order.index(gid)] if g in ids]
         nb.cells.insert(max(before) + 1 if before else len(nb.cells), copy.deepcopy(cell))
     return trusted, edited, deleted
-
-
-def run(nb, folder: Path, timeout: int, trusted: dict[str, str] | None, budget: float | None = None):
-    """Execute ``nb`` (our in-memory copy) the way the grader does, without its sandbox; (executed, report)."""
-    from autograder.referee.kernel import LearnerKernel, LocalKernelProcess, uses_torch
-    from autograder.referee.runner import NotebookRun
-
-    seed_torch = uses_torch(c.get("source", "") for c in nb.cells)
-    runner = NotebookRun(nb, lambda: LearnerKernel(LocalKernelProcess(folder), seed_torch=seed_torch), trusted,
-                         cell_timeout=timeout, budget=budget)
-    return runner.run(), runner.report
 
 
 def first_line(source: str) -> str:
@@ -178,7 +165,6 @@ def analyse(nb) -> tuple[list[TestResult], list[str], list[str]]:
         error = error_of(cell)
         if is_test_cell(cell):
             meta = cell.metadata["nbgrader"]
-            stderr_to_stdout(cell)  # as the grader does: a warning is not a failure
             max_points = float(meta.get("points", 0))
             points, _ = determine_grade(cell)
             points = float(points or 0)
@@ -241,7 +227,7 @@ def checked(path: Path, timeout: int = DEFAULT_TIMEOUT, reference: Path | None =
     if on_start is not None:
         on_start()
     try:
-        done, report = run(nb, path.resolve().parent, timeout, trusted)
+        done, report = run_locally(nb, path.resolve().parent, trusted, cell_timeout=timeout)
     except KernelStartError as exc:
         raise CheckError(f"Python could not start a Jupyter kernel to run your notebook: {exc}\n"
                          "Is the course's environment installed? Run `make install` (or `make check` from the "

@@ -24,16 +24,15 @@ from traitlets.config import Config
 from nbgrader.preprocessors import DeduplicateIds, NbGraderPreprocessor, OverwriteCells
 from nbgrader import utils as nbutils
 
+# The ``ename`` a cell past its timeout gets, and the mark on stderr text shown as stdout: one spelling everywhere.
+from autograder.referee.kernel import STDERR_MARK, TIMEOUT_ENAME, marked_stderr  # noqa: F401 (re-exported)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS_DIR = REPO_ROOT / "solutions"
 EXERCISES_DIR = REPO_ROOT / "exercises"
 
 #: Seconds one cell may run while grading before it is interrupted (nbgrader's default is 30).
 GRADING_CELL_TIMEOUT = 600
-#: The ``ename`` nbgrader records in a cell's outputs when the cell ran past the timeout.
-TIMEOUT_ENAME = "CellTimeoutError"
-#: Marks stderr text that ``StderrToStdout`` moved to stdout, so a reader still sees where it came from.
-STDERR_MARK = "[stderr] "
 #: What a learner finds where a solution was.
 CODE_STUB = '# YOUR CODE HERE\nraise NotImplementedError("Replace this line with your code, then run the tests below.")'
 #: What replaces the hidden tests in the feedback a learner sees.
@@ -116,10 +115,8 @@ def stderr_to_stdout(cell) -> bool:
         return False
     for output in cell.get("outputs", []):
         if output.get("output_type") == "stream" and output.get("name") == "stderr":
-            text = output.get("text", "")
-            lines = text.splitlines(keepends=True)
             output["name"] = "stdout"
-            output["text"] = "".join(STDERR_MARK + line for line in lines)
+            output["text"] = marked_stderr(output.get("text", ""))
             moved = True
     return moved
 

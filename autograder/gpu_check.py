@@ -84,7 +84,8 @@ def main() -> int:
             found[device] = grades(workspace) if (workspace / "grades.csv").exists() else {}
             summary.append((f"grading a class on {device}", code in (0, 1) and bool(found[device]), seconds,
                             f"{len(found[device])} submissions"))
-        differ = sorted(k for k in set(found["cuda"]) | set(found["cpu"]) if found["cuda"].get(k) != found["cpu"].get(k))
+        keys = set(found["cuda"]) | set(found["cpu"])
+        differ = sorted(k for k in keys if found["cuda"].get(k) != found["cpu"].get(k))
         summary.append(("same grades on cuda and cpu", not differ and bool(found["cuda"]), 0.0,
                         "identical" if not differ else f"differ for {differ[:5]}"))
         for key in differ[:10]:

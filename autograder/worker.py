@@ -86,15 +86,14 @@ class RefereeExecute(NbGraderPreprocessor):
     spent: float = 0.0
 
     def preprocess(self, nb, resources):
-        from autograder.referee.kernel import KernelStartError, uses_torch
+        from autograder.referee.kernel import KernelStartError
         from autograder.referee.runner import NotebookRun
 
         name = resources["nbgrader"]["notebook"]
         trusted = self.trusted_cells(resources)
-        torch_used = uses_torch(cell.get("source", "") for cell in nb.cells)
-        seed_referee(torch_used, self.env.get("GPTCOURSE_DEVICE", "cpu").startswith("cuda"))
-        run = NotebookRun(nb, lambda: self.new_kernel(name, torch_used), trusted, cell_timeout=self.timeout,
-                          budget=max(self.budget - type(self).spent, 1.0), log=self.log.warning)
+        run = NotebookRun(nb, lambda seed_torch: self.new_kernel(name, seed_torch), trusted,
+                          cell_timeout=self.timeout, budget=max(self.budget - type(self).spent, 1.0),
+                          log=self.log.warning)
         try:
             done = run.run()
         except KernelStartError as exc:
@@ -127,20 +126,6 @@ class RefereeExecute(NbGraderPreprocessor):
 
 #: Throwaway folders of this worker's kernels (their shared socket folders): removed when the job ends.
 _RUN_FOLDERS: list[Path] = []
-
-
-def seed_referee(torch_used: bool, cuda: bool) -> None:
-    """The referee's generators as the kernel's start (the same inputs for every submission where a test draws from
-    the global generators); on a GPU, no TF32, so that the tests' references round like the learner's results."""
-    import random
-
-    random.seed(0)
-    if torch_used:
-        from gptcourse.seed import exact_gpu_maths, set_seed
-
-        set_seed(0)
-        if cuda:
-            exact_gpu_maths()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -236,7 +221,7 @@ def stopped_cells(autograded: Path, reports: dict) -> list[tuple[str, str, str, 
     from the runs' reports; cells not reached are summed up in one entry per notebook."""
     import nbformat
 
-    from autograder.referee.runner import KILLED_MESSAGES
+    from autograder.referee.runner import KILLED_MESSAGES, nbgrader_meta
 
     found = []
     for name, report in sorted(reports.items()):
@@ -246,7 +231,7 @@ def stopped_cells(autograded: Path, reports: dict) -> list[tuple[str, str, str, 
         cells = nbformat.read(path, as_version=4).cells
 
         def where(index: int) -> str:
-            grade_id = cells[index].get("metadata", {}).get("nbgrader", {}).get("grade_id") if index < len(cells) else None
+            grade_id = nbgrader_meta(cells[index]).get("grade_id") if index < len(cells) else None
             return f"{path.name} cell {index + 1}" + (f" ({grade_id})" if grade_id else "")
 
         def is_test(index: int) -> bool:

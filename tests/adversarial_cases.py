@@ -827,7 +827,8 @@ def loosen_tolerances(toy):
 
 @torch_case("a wrong linear + the setup helper reference_linear redefined to agree with it: 0", **LINEAR_FAILS)
 def redefine_setup_helper(toy):
-    return toy.torch_answer(WRONG_LINEAR + "\n\n\ndef reference_linear(x, weight, bias):\n    return linear(x, weight, bias)")
+    return toy.torch_answer(WRONG_LINEAR + "\n\n\ndef reference_linear(x, weight, bias):\n"
+                            "    return linear(x, weight, bias)")
 
 
 @torch_case("a wrong linear + a background thread that re-applies every patch above each millisecond: 0",

@@ -201,12 +201,9 @@ def execute(nb, cwd: Path, timeout: int = CELL_TIMEOUT):
     the course's setup and test cells in this process through the referee (``autograder.referee``); every locked
     cell of ``nb`` counts as the course's. Returns the executed copy; a cell that runs past ``timeout`` is interrupted
     and gets an error output named ``CellTimeoutError``."""
-    from autograder.referee.kernel import LearnerKernel, LocalKernelProcess
-    from autograder.referee.runner import NotebookRun
+    from autograder.referee.runner import run_locally
 
-    runner = NotebookRun(nb, lambda: LearnerKernel(LocalKernelProcess(cwd)), cell_timeout=timeout,
-                         budget=10 * timeout)
-    return runner.run()
+    return run_locally(nb, cwd, cell_timeout=timeout, budget=10 * timeout)[0]
 
 
 def error_of(cell) -> str | None:

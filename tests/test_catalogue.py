@@ -130,8 +130,8 @@ def run_catalogue(chapter: str, alternatives: bool = False) -> dict[str, Outcome
         if not entries:
             continue
 
-        def new_kernel():
-            return LearnerKernel(LocalKernelProcess(path.parent))
+        def new_kernel(seed_torch=True):
+            return LearnerKernel(LocalKernelProcess(path.parent), seed_torch=seed_torch)
 
         kernel = new_kernel()
         kernel.start()

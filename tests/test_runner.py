@@ -32,8 +32,8 @@ def cell(source: str, grade_id: str | None = None, kind: str = "learner", points
 
 def run(tmp_path, cells, timeout=10, budget=None, trusted=None, **kw):
     nb = nbformat.v4.new_notebook(cells=cells)
-    runner = NotebookRun(nb, lambda: LearnerKernel(LocalKernelProcess(tmp_path)), trusted, cell_timeout=timeout,
-                         budget=budget, **kw)
+    runner = NotebookRun(nb, lambda seed: LearnerKernel(LocalKernelProcess(tmp_path), seed_torch=seed), trusted,
+                         cell_timeout=timeout, budget=budget, **kw)
     return runner.run(), runner.report
 
 
@@ -143,4 +143,4 @@ def test_a_kernel_that_cannot_start_is_the_graders_problem(tmp_path, monkeypatch
     (tmp_path / "gptcourse" / "__init__.py").write_text("raise ImportError('broken install')")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     with pytest.raises(KernelStartError, match="did not start .3 attempts.*broken install"):
-        NotebookRun(nb, lambda: LearnerKernel(LocalKernelProcess(tmp_path, env=env)), cell_timeout=5).run()
+        NotebookRun(nb, lambda seed: LearnerKernel(LocalKernelProcess(tmp_path, env=env)), cell_timeout=5).run()

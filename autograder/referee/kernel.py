@@ -91,9 +91,13 @@ class Outputs:
         self.size, self.limit, self.cut, self.streams_only = 0, limit, False, streams_only
         self.clear_pending = False
         self.execution_count = None
+        self.done = False  # the kernel said it is idle again: nothing more will come
 
     def add(self, msg: dict) -> None:
         kind, content = msg.get("msg_type"), msg.get("content", {})
+        if kind == "status":
+            self.done = self.done or content.get("execution_state") == "idle"
+            return
         if kind == "execute_input":
             self.execution_count = content.get("execution_count")
             return
@@ -155,15 +159,16 @@ def error_output(ename: str, evalue: str, traceback: list[str] | None = None) ->
             "traceback": traceback if traceback is not None else [f"{ename}: {evalue}"]}
 
 
+def marked_stderr(text: str) -> str:
+    """Text from stderr, each line marked ``[stderr]``, to be shown as stdout: nbgrader zeroes a test cell with any
+    stderr output, and warnings (a library's, a progress bar's) are no failures."""
+    return "".join(STDERR_MARK + line for line in text.splitlines(keepends=True))
+
+
 def mark_stderr(items: list[dict]) -> list[dict]:
-    """Stream outputs on stderr as stdout text marked ``[stderr]``: nbgrader zeroes a test cell with any stderr."""
-    out = []
-    for item in items:
-        if item.get("output_type") == "stream" and item.get("name") == "stderr":
-            text = "".join(STDERR_MARK + line for line in item["text"].splitlines(keepends=True))
-            item = {**item, "name": "stdout", "text": text}
-        out.append(item)
-    return out
+    """Stream outputs on stderr as stdout text marked ``[stderr]`` (see ``marked_stderr``)."""
+    return [{**item, "name": "stdout", "text": marked_stderr(item["text"])}
+            if item.get("output_type") == "stream" and item.get("name") == "stderr" else item for item in items]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -236,8 +241,17 @@ class KernelProcess:
     def kill(self) -> None:
         raise NotImplementedError
 
+    #: Lines every kernel writes at start: not worth showing when it died.
+    NOISE = ("running over TCP without encryption", "Ctrl-C will not work", "To exit, you will have to",
+             "To connect another client", "--existing", "issues/2049", "explicitly quit this process",
+             "is not a writable location")
+
     def last_words(self) -> str:
-        """The end of what the kernel process itself wrote on stderr (a crash report, say)."""
+        """The end of what the kernel process itself wrote on stderr (a crash report, say), without its noise."""
+        text = self.output_tail()
+        return "\n".join(line for line in text.splitlines() if line.strip() and not any(n in line for n in self.NOISE))
+
+    def output_tail(self) -> str:
         return ""
 
 
@@ -255,11 +269,6 @@ def make_client(connection_file: str):
 
 class LocalKernelProcess(KernelProcess):
     """An ordinary child process (the learner's self-check; the tests): jupyter_client starts and signals it."""
-
-    #: Lines every kernel writes at start: not worth showing when it died.
-    NOISE = ("running over TCP without encryption", "Ctrl-C will not work", "To exit, you will have to",
-             "To connect another client", "--existing", "issues/2049", "explicitly quit this process",
-             "is not a writable location")
 
     def __init__(self, cwd: Path, env: dict | None = None):
         self.cwd, self.env = cwd, env
@@ -299,10 +308,9 @@ class LocalKernelProcess(KernelProcess):
             self.manager.cleanup_resources()
         shutil.rmtree(self.agent_folder, ignore_errors=True)
 
-    def last_words(self) -> str:
+    def output_tail(self) -> str:
         self.stderr_file.seek(0)
-        text = self.stderr_file.read()[-20_000:].decode("utf-8", "replace")
-        return "\n".join(line for line in text.splitlines() if line.strip() and not any(n in line for n in self.NOISE))
+        return self.stderr_file.read()[-20_000:].decode("utf-8", "replace")
 
 
 class SandboxedKernelProcess(KernelProcess):
@@ -361,10 +369,8 @@ class SandboxedKernelProcess(KernelProcess):
         if self.process is not None:
             self.process.kill()
 
-    def last_words(self) -> str:
-        text = self.process.output_tail() if self.process is not None else ""
-        return "\n".join(line for line in text.splitlines() if line.strip() and not any(
-            n in line for n in LocalKernelProcess.NOISE))
+    def output_tail(self) -> str:
+        return self.process.output_tail() if self.process is not None else ""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -393,9 +399,8 @@ class LearnerKernel:
         self.seed_torch = seed_torch
         self.link: link_mod.Link | None = None
         self.listener: AgentListener | None = None
-        self.serving: str | None = None  # msg_id of the agent's serve() execution during a test
-        self.serve_outputs: Outputs | None = None
-        self.serve_done = False
+        self.watched: dict[str, Outputs] = {}  # msg_id of an execution -> its outputs, as they come
+        self.serving: Outputs | None = None  # the agent's serve() execution during a test
 
     # --- life -----------------------------------------------------------------------------------------------------
 
@@ -432,32 +437,21 @@ class LearnerKernel:
 
     def run_cell(self, source: str, timeout: float, silent: bool = False) -> CellRun:
         """Execute ``source`` (a learner cell); interrupted after ``timeout`` seconds."""
-        client = self.process.client
-        msg_id = client.execute(source, silent=silent, store_history=not silent, allow_stdin=False,
-                                stop_on_error=False)
-        outputs = Outputs()
-        reply, idle, interrupted = None, False, False
-        deadline = time.monotonic() + timeout
-        while reply is None or not idle:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                if interrupted:
-                    return CellRun("stuck", outputs.items, outputs.execution_count)
-                self.process.interrupt()
-                interrupted, deadline = True, time.monotonic() + link_mod.GRACE_S
-                continue
-            if not self._poll(min(left, 0.5)):
-                if not self.process.alive():
-                    return CellRun("died", outputs.items, outputs.execution_count)
-                continue
-            idle = self._drain_iopub(msg_id, outputs) or idle
-            reply = self._shell_reply(msg_id) or reply
+        msg_id = self.process.client.execute(source, silent=silent, store_history=not silent, allow_stdin=False,
+                                             stop_on_error=False)
+        outputs = self.watched[msg_id] = Outputs()
+        try:
+            reply, interrupted = self._wait_for(msg_id, outputs, timeout)
+        finally:
+            del self.watched[msg_id]
         items = mark_stderr(outputs.items)
-        content = reply.get("content", {})
+        if reply is None:
+            return CellRun("stuck" if interrupted else "died", items, outputs.execution_count)
         if interrupted:
             items = [o for o in items if o.get("output_type") != "error"]
             error = error_output(TIMEOUT_ENAME, f"the cell ran for more than {timeout:g} s and was interrupted")
             return CellRun("timeout", items + [error], outputs.execution_count, error)
+        content = reply.get("content", {})
         if content.get("status") == "error":
             error = next((o for o in items if o.get("output_type") == "error"), None)
             if error is None:  # an error the kernel replied with but did not publish
@@ -465,6 +459,27 @@ class LearnerKernel:
                 items.append(error)
             return CellRun("error", items, outputs.execution_count, error)
         return CellRun("ok", items, outputs.execution_count)
+
+    def _wait_for(self, msg_id: str, outputs: Outputs, timeout: float) -> tuple[dict | None, bool]:
+        """(the execution's reply, whether it had to be interrupted) once it is idle; or (None, True) when it did not
+        stop when interrupted, (None, False) when the kernel died."""
+        reply, interrupted = None, False
+        deadline = time.monotonic() + timeout
+        while reply is None or not outputs.done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if interrupted:
+                    return None, True  # stuck: it did not stop when interrupted
+                self.process.interrupt()
+                interrupted, deadline = True, time.monotonic() + link_mod.GRACE_S
+                continue
+            if not self._poll(min(left, 0.5)):
+                if not self.process.alive():
+                    return None, False  # died
+                continue
+            self._drain_iopub()
+            reply = self._shell_reply(msg_id) or reply
+        return reply, interrupted
 
     def _poll(self, timeout: float) -> bool:
         import zmq
@@ -475,21 +490,14 @@ class LearnerKernel:
         poller.register(client.shell_channel.socket, zmq.POLLIN)
         return bool(poller.poll(int(timeout * 1000)))
 
-    def _drain_iopub(self, msg_id: str, outputs: Outputs) -> bool:
-        """Take every waiting iopub message; those of ``msg_id`` go to ``outputs``. True once it went idle."""
-        idle = False
+    def _drain_iopub(self) -> None:
+        """Take every waiting iopub message to the outputs of the execution it belongs to (others are dropped)."""
         channel = self.process.client.iopub_channel
         while channel.msg_ready():
             msg = channel.get_msg(timeout=0)
-            parent = msg.get("parent_header", {}).get("msg_id")
-            if parent == self.serving and self.serve_outputs is not None and msg_id != self.serving:
-                self._serve_message(msg)
-            elif parent == msg_id:
-                if msg.get("msg_type") == "status" and msg.get("content", {}).get("execution_state") == "idle":
-                    idle = True
-                else:
-                    outputs.add(msg)
-        return idle
+            outputs = self.watched.get(msg.get("parent_header", {}).get("msg_id"))
+            if outputs is not None:
+                outputs.add(msg)
 
     def _shell_reply(self, msg_id: str) -> dict | None:
         channel = self.process.client.shell_channel
@@ -503,9 +511,9 @@ class LearnerKernel:
 
     def begin_session(self, deadline: float) -> link_mod.Link:
         """Start the agent serving (a kernel execution) and open the link's session for one test cell."""
-        self.serve_outputs, self.serve_done = Outputs(streams_only=True), False
-        self.serving = self.process.client.execute(SERVE_CODE, silent=False, store_history=False,
-                                                   allow_stdin=False, stop_on_error=False)
+        msg_id = self.process.client.execute(SERVE_CODE, silent=False, store_history=False, allow_stdin=False,
+                                             stop_on_error=False)
+        self.serving = self.watched[msg_id] = Outputs(streams_only=True)
         self.link.begin(deadline)
         return self.link
 
@@ -513,32 +521,24 @@ class LearnerKernel:
         """Close the session and wait for the agent's execution to return; the learner's output meanwhile."""
         self.link.end()
         deadline = time.monotonic() + link_mod.GRACE_S
-        while not self.serve_done:
+        while not self.serving.done:
             if time.monotonic() > deadline:
                 raise link_mod.LinkBroken("stuck", "the learner's kernel did not return after the test")
             self._on_wait(closing=True)
         return self.session_outputs()
 
     def session_outputs(self) -> list[dict]:
-        items = mark_stderr(self.serve_outputs.items) if self.serve_outputs else []
-        self.serving, self.serve_outputs = None, None
+        """What the learner's code printed during the test (the session is over)."""
+        items = mark_stderr(self.serving.items) if self.serving else []
+        self.watched = {k: v for k, v in self.watched.items() if v is not self.serving}
+        self.serving = None
         return items
-
-    def _serve_message(self, msg: dict) -> None:
-        if msg.get("msg_type") == "status" and msg.get("content", {}).get("execution_state") == "idle":
-            self.serve_done = True
-        else:
-            self.serve_outputs.add(msg)
 
     def _on_wait(self, closing: bool = False) -> None:
         """While the link waits: keep the kernel's output flowing, and notice a dead kernel or a lost agent."""
         self._poll(0.05 if closing else 0)
-        channel = self.process.client.iopub_channel
-        while channel.msg_ready():
-            msg = channel.get_msg(timeout=0)
-            if self.serving is not None and msg.get("parent_header", {}).get("msg_id") == self.serving:
-                self._serve_message(msg)
+        self._drain_iopub()
         if not self.process.alive():
             raise link_mod.LinkBroken("kernel", "the learner's kernel died")
-        if self.serve_done and not closing:
+        if self.serving is not None and self.serving.done and not closing:
             raise link_mod.LinkBroken("protocol", "the agent in the learner's kernel stopped serving the test")

@@ -21,10 +21,9 @@ import traceback
 import types
 from dataclasses import dataclass, field
 
+from autograder.course import BEGIN_HIDDEN, END_HIDDEN
 from autograder.referee import link as link_mod
-from autograder.referee.kernel import TIMEOUT_ENAME, error_output
-
-BEGIN_HIDDEN, END_HIDDEN = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
+from autograder.referee.kernel import TIMEOUT_ENAME, error_output, mark_stderr
 BUILTIN_NAMES = frozenset(dir(builtins))
 
 
@@ -82,22 +81,32 @@ class _Printed(io.TextIOBase):
 
 
 def printed_outputs(sink: list) -> list[dict]:
-    out = []
-    for name, parts in sink:
-        text = "".join(parts)
-        if name == "stderr":
-            text = "".join("[stderr] " + line for line in text.splitlines(keepends=True))
-        if text:
-            out.append({"output_type": "stream", "name": "stdout", "text": text[:200_000]})
-    return out
+    """What trusted code printed, as stream outputs (stderr marked, see ``kernel.marked_stderr``)."""
+    return mark_stderr([{"output_type": "stream", "name": name, "text": "".join(parts)[:200_000]}
+                        for name, parts in sink if "".join(parts)])
+
+
+def seed(torch_too: bool) -> None:
+    """The referee's generators as the kernel's start (a test that draws its inputs from the global generators
+    gets the same ones every run); with torch, no TF32 either, so that a test's references on a GPU round like
+    float32 on a CPU."""
+    import random
+
+    random.seed(0)
+    if torch_too:
+        from gptcourse.seed import exact_gpu_maths, set_seed
+
+        set_seed(0)
+        exact_gpu_maths()
 
 
 class Referee:
     """The trusted side of one notebook run: its namespace, and how a setup or test cell runs in it."""
 
-    def __init__(self):
+    def __init__(self, seed_torch: bool = False):
         self.namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
         self.learner_errors: list[str] = []  # "cell 4 (ex1): SyntaxError: ..." for each learner cell that failed
+        seed(seed_torch)
 
     def run_setup(self, source: str, label: str) -> None:
         """A setup cell (the course's): runs here as well as in the kernel. Raises whatever it raises."""

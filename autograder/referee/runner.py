@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 import nbformat
 
-from autograder.referee.kernel import KernelStartError, LearnerKernel, error_output
+from autograder.referee.kernel import (KernelStartError, LearnerKernel, LocalKernelProcess, error_output,
+                                       uses_torch)
 from autograder.referee.referee import Referee
 
 KILLED_ENAME = "CellKilledByGrader"
@@ -91,7 +92,8 @@ class RunReport:
 
 
 class NotebookRun:
-    """Run ``nb`` (a copy is executed; ``run()`` returns it) with kernels from ``new_kernel()``.
+    """Run ``nb`` (a copy is executed; ``run()`` returns it) with kernels from ``new_kernel(seed_torch)``: the
+    kernel and the referee both start seeded (torch too where the notebook uses it), the same way every run.
 
     ``kernel``: an already started kernel to run in, and to leave running (the catalogue's tests run many short
     notebooks in one); if it dies, ``self.kernel`` is the one that replaced it."""
@@ -101,12 +103,13 @@ class NotebookRun:
         self.nb = copy.deepcopy(nb)
         self.new_kernel = new_kernel
         self.roles = roles(self.nb, trusted)
+        self.seed_torch = uses_torch(cell.get("source", "") for cell in self.nb.cells)
         self.cell_timeout = cell_timeout
         self.budget = budget if budget is not None else 3 * cell_timeout + 60
         self.max_restarts = max_restarts
         self.log = log or (lambda message: None)
         self.report = RunReport()
-        self.referee = Referee()
+        self.referee = Referee(self.seed_torch)
         self.kernel: LearnerKernel | None = kernel  # a started kernel to use (and leave running) instead of a new one
         self.keep_kernel = kernel is not None
         self.end = 0.0
@@ -239,7 +242,7 @@ class NotebookRun:
         """A started kernel; a start that fails is retried (a busy machine), then KernelStartError is raised."""
         problems = []
         for attempt in range(START_ATTEMPTS):
-            kernel = self.new_kernel()
+            kernel = self.new_kernel(self.seed_torch)
             try:
                 kernel.start()
                 return kernel
@@ -249,3 +252,12 @@ class NotebookRun:
                 if attempt < len(START_BACKOFF_S):
                     time.sleep(START_BACKOFF_S[attempt])
         raise KernelStartError(f"the learner's kernel did not start ({START_ATTEMPTS} attempts): {problems[-1]}")
+
+
+def run_locally(nb, folder, trusted: dict[str, str] | None = None, cell_timeout: float = 600,
+                budget: float | None = None):
+    """Run ``nb`` in an ordinary kernel started in ``folder`` (the self-check and the course's tests: no sandbox);
+    (the executed copy, its report)."""
+    runner = NotebookRun(nb, lambda seed_torch: LearnerKernel(LocalKernelProcess(folder), seed_torch=seed_torch),
+                         trusted, cell_timeout=cell_timeout, budget=budget)
+    return runner.run(), runner.report

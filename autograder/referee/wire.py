@@ -352,7 +352,8 @@ class Decoder:
             device = torch.device(name)
         except (RuntimeError, ValueError):
             raise WireError(f"not a device: {name!r}") from None
-        if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        cuda_here = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+        if device.type == "cuda" and not cuda_here:
             return torch.device("cpu")  # cannot happen on one machine; keep the numbers rather than fail
         if device.type == "mps" and not torch.backends.mps.is_available():
             return torch.device("cpu")
