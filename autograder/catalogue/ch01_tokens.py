@@ -97,6 +97,18 @@ _wrong(EX2, "merge_no_skip", "after merging, moves on by one instead of two, so 
         return out
 ''')
 
+_wrong(EX2, "merge_generator", "yields the merged ids one by one: a generator, not the new list the spec asks for", '''
+    def merge(ids, pair, new_id):
+        i = 0
+        while i < len(ids):
+            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+                yield new_id
+                i += 2
+            else:
+                yield ids[i]
+                i += 1
+''')
+
 _wrong(EX2, "merge_overlapping", "finds every start of the pair first, so [7, 7, 7] becomes [99, 99]", '''
     def merge(ids, pair, new_id):
         starts = [i for i in range(len(ids) - 1) if (ids[i], ids[i + 1]) == pair]
@@ -291,6 +303,19 @@ def _with_vocab(source: str) -> str:
     return _VOCAB.strip() + "\n\n\n" + dedent(source).strip()
 
 
+_encode_wrong("encode_generator", "yields each chunk's ids: a generator, not a list", '''
+    def encode(text, merges):
+        rank = {pair: 256 + i for i, pair in enumerate(merges)}
+        for chunk in regex.findall(GPT2_SPLIT_PATTERN, text):
+            tokens = list(chunk.encode("utf-8"))
+            while len(tokens) >= 2:
+                pair = min(zip(tokens, tokens[1:]), key=lambda p: rank.get(p, float("inf")))
+                if pair not in rank:
+                    break
+                tokens = merge(tokens, pair, rank[pair])
+            yield from tokens
+''')
+
 _encode_wrong("encode_most_frequent_first", "at encode time merges the most frequent pair, as in training", '''
     def encode(text, merges):
         rank = {pair: 256 + i for i, pair in enumerate(merges)}
@@ -444,6 +469,18 @@ EX5 = "ex5_special_tokens"
 _wrong(EX5, "special_ignored", "encodes the special strings as ordinary text", '''
     def encode_with_special(text, merges, special_tokens):
         return encode(text, merges)
+''')
+
+_wrong(EX5, "special_tuple", "returns the ids as a tuple, not the list the spec asks for", '''
+    def encode_with_special(text, merges, special_tokens):
+        if not special_tokens:
+            return tuple(encode(text, merges))
+        longest_first = sorted(special_tokens, key=len, reverse=True)
+        parts = regex.split("(" + "|".join(regex.escape(s) for s in longest_first) + ")", text)
+        ids = []
+        for i, part in enumerate(parts):
+            ids.extend([special_tokens[part]] if i % 2 else encode(part, merges))
+        return tuple(ids)
 ''')
 
 _wrong(EX5, "special_split_without_group", "re.split without a capturing group: the special tokens vanish", '''

@@ -176,6 +176,12 @@ _wrong(EX3, "batches_global_rng", "torch.randperm(n) from the global random stat
 _wrong(EX3, "batches_with_replacement", "draws n random indices with randint: some repeat, others never come",
        _batches(order="torch.randint(0, n, (n,), generator=torch.Generator().manual_seed(seed)).tolist()"))
 
+_wrong(EX3, "batches_as_tensors", "slices the tensor torch.randperm gives: batches of tensors, not lists of ints",
+       _batches(order="torch.randperm(n, generator=torch.Generator().manual_seed(seed))"))
+_wrong(EX3, "batches_seed_none_by_default", "seed=None by default: without a seed, another order than seed=0",
+       _batches(order="torch.randperm(n, generator=torch.Generator() if seed is None else "
+                      "torch.Generator().manual_seed(seed)).tolist()").replace("seed=0)", "seed=None)"))
+
 _wrong(EX3, "batches_shuffle_within_batch", "shuffles the order inside each batch, not the whole dataset", '''
     def batch_indices(n, batch_size, shuffle, drop_last, seed=0):
         generator = torch.Generator().manual_seed(seed)
@@ -326,6 +332,8 @@ _wrong(EX5, "embed_concatenated", "concatenates token and position vectors inste
 _wrong(EX5, "embed_dropout_always_on", "F.dropout(x, p) has training=True by default: dropout also in eval mode",
        _embed(body="return F.dropout(self.token_embedding(ids) + self.position_embedding(positions), "
                    "self.dropout.p)"))
+_wrong(EX5, "embed_default_dropout", "dropout=0.1 by default, as many models use: the spec's default is 0.0",
+       _embed().replace("dropout=0.0", "dropout=0.1"))
 _wrong(EX5, "embed_dropout_on_tokens_only", "applies dropout to the token vectors, then adds the positions",
        _embed(body="return self.dropout(self.token_embedding(ids)) + self.position_embedding(positions)"))
 _wrong(EX5, "embed_no_dropout", "creates self.dropout but never calls it",

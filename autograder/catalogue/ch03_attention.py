@@ -111,6 +111,18 @@ _wrong(EX1, "attention_dropout_not_rescaled", "drops weights by hand but forgets
         return weights @ v
 ''')
 
+_wrong(EX1, "attention_scales_q_in_place", "divides q by sqrt(d_head) in place: the caller's queries change", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        q /= math.sqrt(q.shape[-1])
+        scores = q @ k.transpose(-2, -1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)
+        return F.dropout(weights, p=dropout_p, training=training) @ v
+''')
+
 _wrong(EX1, "attention_dropout_on_output", "applies dropout to the output (weights @ v) instead of the weights", '''
     def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])

@@ -252,6 +252,22 @@ _wrong(EX6, "rope_interleaved_pairs", "rotates neighbouring pairs (x[0], x[1]), 
         return torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
 ''')
 
+_wrong(EX6, "rope_in_place", "writes the rotated halves back into x: the caller's tensor changes", '''
+    def apply_rope(x, positions=None, base=10000.0):
+        T, d_head = x.shape[-2], x.shape[-1]
+        half = d_head // 2
+        if positions is None:
+            positions = torch.arange(T, device=x.device)
+        positions = torch.as_tensor(positions, device=x.device).to(x.dtype)
+        theta = base ** (-torch.arange(0, d_head, 2, dtype=x.dtype, device=x.device) / d_head)
+        angles = positions[:, None] * theta[None, :]
+        cos, sin = angles.cos(), angles.sin()
+        x1, x2 = x[..., :half].clone(), x[..., half:].clone()
+        x[..., :half] = x1 * cos - x2 * sin
+        x[..., half:] = x2 * cos + x1 * sin
+        return x
+''')
+
 _wrong(EX6, "rope_positions_from_one", "numbers the positions 1..T by default", '''
     def apply_rope(x, positions=None, base=10000.0):
         T, d_head = x.shape[-2], x.shape[-1]
