@@ -9,18 +9,22 @@ STAMP  := $(VENV)/.installed
 # pip's warnings about this machine's extra local indexes are noise for a learner; hide just those lines.
 PIPFILTER := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: help install book test test-fast lab check exercises tokenizer grade bench gpu-check clean
+.PHONY: help install book notebooks test test-fast lab check exercises tokenizer grade bench gpu-check clean
 
 help:
 	@echo "make book       build the site into _build/html (executes every chapter; cached)"
-	@echo "make test       run the whole test suite"
-	@echo "make lab        open JupyterLab to work on the exercises"
+	@echo "make notebooks  write the chapters as notebooks to run and change: book/notebooks/*.ipynb"
+	@echo "make lab        open JupyterLab on the chapter notebooks and the exercises"
 	@echo "make check NB=exercises/ch01_tokens/tokens.ipynb   self-check an exercise notebook"
+	@echo "make test       run the whole test suite"
+	@echo "make test-fast  run the tests not marked slow (a quick check while you work)"
+	@echo "make install    set up .venv with the pinned requirements (the other targets do it when needed)"
 	@echo "make exercises  regenerate the student notebooks in exercises/ from solutions/"
 	@echo "make tokenizer  retrain the course tokenizer (gptcourse/data/course_bpe.json)"
 	@echo "make grade SUBMISSIONS=dir WORKSPACE=dir [ARGS=\"--jobs 2\"]   grade <student>/<chapter>/<nb>.ipynb (python -m autograder.grade -h)"
 	@echo "make bench      print the benchmarks"
 	@echo "make gpu-check  the checks that need a CUDA GPU (says so and exits 0 where there is none)"
+	@echo "make clean      delete _build (the site and its execution cache; book/notebooks is kept)"
 
 install: $(STAMP)
 
@@ -44,12 +48,18 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-lab: $(STAMP)
-	$(BIN)/jupyter lab exercises/
+notebooks: $(STAMP)
+	@$(BIN)/python book/_ext/chapter_notebooks.py
 
+# Jupyter refuses to start as root unless told; in a container, root is normal.
+lab: notebooks
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# A failed check has already said what failed; make would add "make: *** [check] Error 1", which only alarms. So
+# make is ended by SIGPIPE instead, which no shell reports: the exit status stays non-zero (141), without that line.
 check: $(STAMP)
-	@test -n "$(NB)" || { echo "Say which notebook: make check NB=exercises/ch01_tokens/tokens.ipynb"; exit 2; }
-	$(BIN)/python -m autograder.check "$(NB)"
+	@test -n "$(NB)" || { echo "Say which notebook: make check NB=exercises/ch01_tokens/tokens.ipynb"; kill -PIPE $$PPID; }
+	@$(BIN)/python -m autograder.check "$(NB)" || kill -PIPE $$PPID
 
 exercises: $(STAMP)
 	$(BIN)/python -m autograder.generate

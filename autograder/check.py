@@ -16,9 +16,11 @@ notebook, damaged JSON). Hidden tests are not in your notebook; they run when th
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.course import (HIDDEN_TESTS_PLACEHOLDER, SOLUTIONS_DIR, TIMEOUT_ENAME, is_test_cell, read_notebook,
@@ -41,6 +43,36 @@ class TestResult:
     max_points: float
     status: str  # "passed", "partial", "failed", "not attempted", "timeout"
     message: str = ""
+    title: str = ""  # how the learner knows the exercise: "Exercise 3: split_heads, merge_heads"
+    follows: str = ""  # when it uses an earlier exercise that does not pass: which one, and what it uses
+    exercise: Exercise | None = field(default=None, repr=False)
+
+
+@dataclass
+class Exercise:
+    """One exercise as the notebook presents it: its number (from its heading) and the cells that answer it."""
+
+    number: str = ""
+    defines: list[str] = field(default_factory=list)  # the functions and classes its solution cells define
+    uses: set[str] = field(default_factory=set)  # every name its solution cells read
+
+    def title(self, grade_id: str) -> str:
+        if not self.number:
+            return grade_id
+        return f"Exercise {self.number}" + (f": {', '.join(self.defines)}" if self.defines else "")
+
+
+EXERCISE_HEADING = re.compile(r"^#+\s*Exercise\s+(\w+)", re.M | re.I)
+
+
+def definitions_and_uses(source: str) -> tuple[list[str], set[str]]:
+    """The top-level functions and classes a cell defines, and the names it reads (none if it does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return [], set()
+    defines = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    return defines, {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
 def load(path: Path):
@@ -158,7 +190,10 @@ def analyse(nb) -> tuple[list[TestResult], list[str], list[str]]:
     problems: list[str] = []
     notes: list[str] = []
     exercise_cells: list = []  # solution cells since the previous test cell
+    exercise = Exercise()
     for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown" and (heading := EXERCISE_HEADING.search(cell.source)):
+            exercise = Exercise(heading.group(1))
         if cell.cell_type != "code":
             continue
         number = index + 1
@@ -174,27 +209,50 @@ def analyse(nb) -> tuple[list[TestResult], list[str], list[str]]:
             if error is None:
                 status = "passed" if points >= max_points else "partial"
                 message = "" if status == "passed" else f"{points:g} of {max_points:g} points"
-                results.append(TestResult(name, number, points, max_points, status, message))
+                result = TestResult(name, number, points, max_points, status, message)
             elif error.get("ename") == TIMEOUT_ENAME:
-                results.append(TestResult(name, number, 0, max_points, "timeout", describe(error)))
+                result = TestResult(name, number, 0, max_points, "timeout", describe(error))
             elif error.get("ename") == "NotImplementedError" or (stub and error.get("ename") == "NameError"):
-                results.append(TestResult(name, number, 0, max_points, "not attempted"))
+                result = TestResult(name, number, 0, max_points, "not attempted")
             else:
-                results.append(TestResult(name, number, 0, max_points, "failed", describe(error)))
-            exercise_cells = []
+                result = TestResult(name, number, 0, max_points, "failed", describe(error))
+            result.title = exercise.title(name)
+            result.exercise = exercise
+            results.append(result)
+            exercise_cells, exercise = [], Exercise(exercise.number)
             continue
         if is_solution(cell):
             exercise_cells.append(cell)
+            defines, uses = definitions_and_uses(cell.source)
+            exercise.defines += defines
+            exercise.uses |= uses
         if error is not None:
             if error.get("ename") == "NotImplementedError":
                 if not is_solution(cell):  # an ungraded cell that uses an exercise not done yet
                     notes.append(f"cell {number} (not graded) stopped at an exercise you have not done yet")
                 continue  # an exercise not done yet: reported with its test
-            what = f"solution cell '{cell.metadata['nbgrader']['grade_id']}'" if is_solution(cell) else "a code cell"
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+            what = ("a code cell" if not is_solution(cell) else f"your answer to Exercise {exercise.number}"
+                    if exercise.number else f"solution cell '{gid}'")
             start = first_line(cell.source)
             problems.append(f"cell {number} ({what}{', starting ' + repr(start) if start else ''}):\n"
                             f"        {describe(error)}")
+    mark_follow_on_failures(results)
     return results, problems, notes
+
+
+def mark_follow_on_failures(results: list[TestResult]) -> None:
+    """A failing exercise that uses what an earlier, failing exercise defines may only fail because of it: say so,
+    so that the learner fixes the earlier one first."""
+    for i, result in enumerate(results):
+        if result.status in ("passed", "not attempted"):
+            continue
+        for earlier in results[:i]:
+            used = [name for name in earlier.exercise.defines if name in result.exercise.uses]
+            if earlier.status != "passed" and used:
+                result.follows = (f"It uses {', '.join(used)} from {earlier.title.split(':')[0]}, which does not pass "
+                                  "yet: fix that one first, then check again.")
+                break
 
 
 SYMBOL = {"passed": "✓", "partial": "~", "failed": "✗", "not attempted": "⚠", "timeout": "✗"}
@@ -255,13 +313,15 @@ def check(path: Path, timeout: int = DEFAULT_TIMEOUT, out=None, reference: Path 
     edited, deleted = found.edited, found.deleted
 
     say("")
-    width = max(len(r.grade_id) for r in results)
+    width = max(len(r.title) for r in results)
     for r in results:
         points = f"{r.max_points:g} point{'s' if r.max_points != 1 else ''}"
         label = {"passed": "passed", "partial": "partly passed", "failed": "failed",
                  "not attempted": "not attempted yet (still raises NotImplementedError)",
                  "timeout": "failed"}[r.status]
-        say(f"  {SYMBOL[r.status]} {r.grade_id:<{width}}  ({points})  {label}")
+        say(f"  {SYMBOL[r.status]} {r.title:<{width}}  ({points})  {label}")
+        if r.follows:
+            say(f"        {r.follows}")
         if r.message and r.status != "passed":
             say(f"        {r.message}")
     if problems:
@@ -275,12 +335,13 @@ def check(path: Path, timeout: int = DEFAULT_TIMEOUT, out=None, reference: Path 
             say(f"  ⚠ {note}")
     if edited or deleted:
         say("")
+        title = {r.grade_id: r.title for r in results}
         if edited:
             say(f"Test cells you changed were checked as the course wrote them (as the grader will): "
-                f"{', '.join(edited)}.")
+                f"{', '.join(title.get(gid, gid) for gid in edited)}.")
         if deleted:
             say(f"Test cells missing from your notebook were put back and checked (as the grader will): "
-                f"{', '.join(deleted)}.")
+                f"{', '.join(title.get(gid, gid) for gid in deleted)}.")
     for index, reason in sorted(report.killed.items()):
         cell = done.cells[index]
         say("")

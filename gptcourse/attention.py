@@ -74,8 +74,10 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 class RotaryEmbedding(nn.Module):
     """Rotary position embeddings (RoPE, Su et al. 2021), as in LLaMA: positions enter as rotations of q and k.
 
-    The ``d_head`` numbers of a query or key are seen as ``d_head / 2`` pairs ``(x_i, x_{i + d_head/2})`` (LLaMA's
-    "rotate half" layout, the one Hugging Face's Llama uses). At position ``p`` pair ``i`` is turned by the angle
+    The ``d_head`` numbers of a query or key are seen as ``d_head / 2`` pairs ``(x_i, x_{i + d_head/2})``: the
+    "rotate half" layout of GPT-NeoX and Hugging Face's Llama. (Meta's original LLaMA code pairs neighbours,
+    ``(x_{2i}, x_{2i+1})``; the two are the same up to a fixed reordering of the features, which the Hugging Face
+    conversion script applies to the query and key weights.) At position ``p`` pair ``i`` is turned by the angle
     ``p * w_i``, with ``w_i = base ** (-2i / d_head)``: fast turns for the first pairs, slow ones for the last, like
     the sinusoidal encodings of Chapter 2. Because a rotation by ``a`` then a dot product with a rotation by ``b``
     only sees ``a - b``, the score ``q_m . k_n`` depends on the *relative* position ``m - n``, and nothing is added

@@ -315,7 +315,7 @@ class GPT(nn.Module):
 
     def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The final, normalised vector of every position, ``(B, T, d)``: what the head turns into logits (and what
-        a classification head would use instead, Chapter 6)."""
+        a classification head would use instead, Chapter 7)."""
         x = self.embed(ids)
         for block in self.blocks:
             x = block(x, mask=mask)

@@ -178,3 +178,55 @@ def test_every_student_notebook_checks_as_not_attempted_then_passes_when_complet
     code, out = run_check(capsys, completed)
     n_tests = out.count("✓")
     assert code == 0 and n_tests > 0 and f"visible tests passed: {n_tests}/{n_tests}" in out, out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The report names exercises as the learner sees them, and points at the exercise to fix first
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _executed(cells):
+    """A notebook as the runner returns it, from (kind, grade_id or heading, source, error name or None)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    for kind, name, source, ename in cells:
+        if kind == "markdown":
+            nb.cells.append(nbformat.v4.new_markdown_cell(name))
+            continue
+        meta = {"grade_id": name, "solution": kind == "solution", "grade": kind == "test", "locked": kind == "test",
+                "points": 2 if kind == "test" else None, "schema_version": 3}
+        cell = nbformat.v4.new_code_cell(source, metadata={"nbgrader": meta})
+        if ename:
+            cell.outputs = [nbformat.v4.new_output("error", ename=ename, evalue="wrong", traceback=[])]
+        nb.cells.append(cell)
+    return nb
+
+
+def test_results_name_exercises_and_trace_follow_on_failures():
+    nb = _executed([
+        ("markdown", "## Exercise 1: masks (2 points)", "", None),
+        ("solution", "ex1_mask", "def causal_mask(T):\n    return T", None),
+        ("test", "ex1_mask_tests", "assert causal_mask(2)", "AssertionError"),
+        ("markdown", "## Exercise 2: split (2 points)", "", None),
+        ("solution", "ex2_split", "def split(x):\n    return x", None),
+        ("test", "ex2_split_tests", "assert split(1)", None),
+        ("markdown", "## Exercise 3: attention (2 points)", "", None),
+        ("solution", "ex3_attend", "def attend(x):\n    return split(causal_mask(x))", None),
+        ("test", "ex3_attend_tests", "assert attend(1)", "AssertionError"),
+    ])
+    results, problems, _ = check.analyse(nb)
+    assert [r.title for r in results] == ["Exercise 1: causal_mask", "Exercise 2: split", "Exercise 3: attend"]
+    assert [r.status for r in results] == ["failed", "passed", "failed"] and not problems
+    assert results[2].follows.startswith("It uses causal_mask from Exercise 1,") and "first" in results[2].follows
+    assert results[0].follows == "" and results[1].follows == ""
+
+
+def test_make_check_fails_quietly(tmp_path):
+    """`make check` keeps a non-zero status after a failed check, without make's own "*** Error" line."""
+    import subprocess
+
+    proc = subprocess.run(["make", "-s", "check", f"NB={tmp_path / 'missing.ipynb'}"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "There is no file" in proc.stderr
+    assert "***" not in proc.stdout + proc.stderr
