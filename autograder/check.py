@@ -66,11 +66,11 @@ EXERCISE_HEADING = re.compile(r"^#+\s*Exercise\s+(\w+)", re.M | re.I)
 
 
 def definitions_and_uses(source: str) -> tuple[list[str], set[str]]:
-    """The top-level functions and classes a cell defines, and the names it reads (none if it does not parse)."""
+    """The top-level functions and classes a cell defines, and the names it reads."""
     try:
         tree = ast.parse(source)
-    except SyntaxError:
-        return [], set()
+    except SyntaxError:  # still name the exercise by what it means to define
+        return re.findall(r"^(?:async\s+)?(?:def|class)\s+(\w+)", source, flags=re.M), set()
     defines = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     return defines, {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 

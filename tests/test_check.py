@@ -92,7 +92,7 @@ def test_untouched_notebook_is_not_attempted(learner, capsys):
     before = sha(path)
     code, out = run_check(capsys, path)
     assert code == 1
-    assert out.count("not attempted") == 2 and "⚠ test_double" in out and "⚠ test_mean" in out
+    assert out.count("not attempted") == 2 and "⚠ Exercise 1: double" in out and "⚠ Exercise 2: mean" in out
     assert "visible tests passed: 0/2" in out and "hidden tests run at grading time" in out
     assert "Errors outside the test cells" not in out  # a stub is not an error
     assert sha(path) == before  # the learner's file is byte-identical
@@ -104,7 +104,7 @@ def test_completed_notebook_passes_even_with_a_warning(learner, capsys):
     before = sha(path)
     code, out = run_check(capsys, path)
     assert code == 0, out
-    assert "✓ test_double" in out and "✓ test_mean" in out and "visible tests passed: 2/2" in out
+    assert "✓ Exercise 1: double" in out and "✓ Exercise 2: mean" in out and "visible tests passed: 2/2" in out
     assert sha(path) == before
 
 
@@ -113,8 +113,8 @@ def test_failure_shows_the_message_not_the_traceback(learner, capsys):
     path = learner(double="def double(x):\n    return x * 3", mean=True)
     code, out = run_check(capsys, path)
     assert code == 1
-    assert "✗ test_double" in out and "AssertionError: double(2) should be 4" in out
-    assert "✓ test_mean" in out and "visible tests passed: 1/2" in out
+    assert "✗ Exercise 1: double" in out and "AssertionError: double(2) should be 4" in out
+    assert "✓ Exercise 2: mean" in out and "visible tests passed: 1/2" in out
     assert "Traceback" not in out and "\x1b[" not in out
 
 
@@ -124,8 +124,8 @@ def test_error_outside_the_tests_names_the_cell(learner, capsys):
     code, out = run_check(capsys, path)
     assert code == 1
     assert "Errors outside the test cells" in out
-    assert "solution cell 'mean'" in out and "SyntaxError" in out and "cell 7" in out
-    assert "✓ test_double" in out and "✗ test_mean" in out
+    assert "your answer to Exercise 2" in out and "SyntaxError" in out and "cell 7" in out
+    assert "✓ Exercise 1: double" in out and "✗ Exercise 2: mean" in out
 
 
 @pytest.mark.slow
@@ -133,7 +133,7 @@ def test_kernel_death_is_explained(learner, capsys):
     path = learner(double=True, mean="import os\ndef mean(xs):\n    os._exit(1)")
     code, out = run_check(capsys, path)
     assert code == 1
-    assert "kernel died" in out and "✓ test_double" in out and "✗ test_mean" in out
+    assert "kernel died" in out and "✓ Exercise 1: double" in out and "✗ Exercise 2: mean" in out
 
 
 @pytest.mark.slow

@@ -81,6 +81,33 @@ _wrong(EX1, "count_pairs_string_search",
         return counts
 ''')
 
+_wrong(EX1, "count_pairs_memoised",
+       "remembers the dict of each list it has seen: two calls with the same ids share one dict", '''
+    _seen = {}
+
+
+    def count_pairs(ids):
+        key = tuple(ids)
+        if key not in _seen:  # training counts the same chunks again and again: count each list once
+            counts = {}
+            for pair in zip(ids, ids[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+            _seen[key] = counts
+        return _seen[key]
+''')
+
+_wrong(EX1, "count_pairs_numpy", "np.unique over the stacked pairs: keys and counts are NumPy integers", '''
+    import numpy as np
+
+
+    def count_pairs(ids):
+        if len(ids) < 2:
+            return {}
+        a = np.array(ids)
+        pairs, counts = np.unique(np.stack([a[:-1], a[1:]], axis=1), axis=0, return_counts=True)
+        return {tuple(pair): n for pair, n in zip(pairs, counts)}
+''')
+
 # --- Exercise 2: merge ------------------------------------------------------------------------------------------
 EX2 = "ex2_merge"
 
@@ -190,6 +217,21 @@ _wrong(EX2, "merge_string_replace", "str.replace on the ids written as text: '1,
         return [int(x) for x in text.split(",")] if text else []
 ''')
 
+_wrong(EX2, "merge_returns_input_when_absent", "a shortcut hands back the given list when the pair does not occur", '''
+    def merge(ids, pair, new_id):
+        if pair not in zip(ids, ids[1:]):
+            return ids  # nothing to merge
+        out, i = [], 0
+        while i < len(ids):
+            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+                out.append(new_id)
+                i += 2
+            else:
+                out.append(ids[i])
+                i += 1
+        return out
+''')
+
 # --- Exercise 3: train_merges -----------------------------------------------------------------------------------
 EX3 = "ex3_train_merges"
 
@@ -236,6 +278,8 @@ _wrong(EX3, "train_ties_first_seen", "max(counts, key=counts.get): ties go to wh
        _train(best="max(counts, key=counts.get)"))
 _wrong(EX3, "train_ties_as_text", "compares tied pairs as strings, so (256, 97) sorts before (97, 98)",
        _train(best="min(counts, key=lambda pair: (-counts[pair], str(pair)))"))
+_wrong(EX3, "train_ties_first_id_only", "reads 'the smallest pair' as the smallest first id; ties on it stay unbroken",
+       _train(best="min(counts, key=lambda pair: (-counts[pair], pair[0]))"))
 _wrong(EX3, "train_vocab_off_by_one", "learns vocab_size - 255 merges", _train(last_id="vocab_size + 1"))
 _wrong(EX3, "train_new_ids_off_by_one",
        "numbers the new tokens from 257", _train(first_id="257", last_id="vocab_size + 1"))
@@ -254,6 +298,59 @@ _wrong(EX3, "train_counts_once", "counts the pairs once and takes the top ones, 
                 counts[pair] = counts.get(pair, 0) + n
         ranked = sorted(counts, key=lambda pair: (-counts[pair], pair))
         return ranked[:vocab_size - 256]
+''')
+
+_wrong(EX3, "train_cache_by_text",
+       "caches the merges by text only: the same text with another vocab_size gets the old merges", '''
+    _trained = {}
+
+
+    def train_merges(text, vocab_size):
+        if text in _trained:  # training is slow: remember what each text gave
+            return _trained[text]
+        from collections import Counter
+
+        chunk_counts = Counter(chunk.encode("utf-8") for chunk in regex.findall(GPT2_SPLIT_PATTERN, text))
+        chunks = [list(chunk) for chunk in chunk_counts]
+        weights = list(chunk_counts.values())
+        merges = []
+        for new_id in range(256, vocab_size):
+            counts = {}
+            for chunk, weight in zip(chunks, weights):
+                for pair, n in count_pairs(chunk).items():
+                    counts[pair] = counts.get(pair, 0) + n * weight
+            if not counts:
+                break
+            best = min(counts, key=lambda pair: (-counts[pair], pair))
+            merges.append(best)
+            chunks = [merge(chunk, best, new_id) for chunk in chunks]
+        _trained[text] = merges
+        return merges
+''')
+
+_wrong(EX3, "train_numpy_pair_matrix",
+       "counts the pairs in a NumPy matrix and takes argmax: the pairs are tuples of NumPy integers", '''
+    import numpy as np
+
+
+    def train_merges(text, vocab_size):
+        from collections import Counter
+
+        chunk_counts = Counter(chunk.encode("utf-8") for chunk in regex.findall(GPT2_SPLIT_PATTERN, text))
+        chunks = [list(chunk) for chunk in chunk_counts]
+        weights = list(chunk_counts.values())
+        merges = []
+        for new_id in range(256, vocab_size):
+            counts = np.zeros((new_id, new_id), dtype=np.int64)  # counts[a, b]: how often a is followed by b
+            for chunk, weight in zip(chunks, weights):
+                for a, b in zip(chunk, chunk[1:]):
+                    counts[a, b] += weight
+            if counts.max() == 0:
+                break
+            a, b = np.unravel_index(counts.argmax(), counts.shape)  # the first maximum: the smallest pair wins ties
+            merges.append((a, b))
+            chunks = [merge(chunk, (a, b), new_id) for chunk in chunks]
+        return merges
 ''')
 
 # --- Exercise 4: encode and decode ------------------------------------------------------------------------------
@@ -314,6 +411,28 @@ _encode_wrong("encode_generator", "yields each chunk's ids: a generator, not a l
                     break
                 tokens = merge(tokens, pair, rank[pair])
             yield from tokens
+''')
+
+_encode_wrong("encode_cache_by_text",
+              "caches the ids by text only: the same text with other merges gets the old ids", '''
+    _encoded = {}
+
+
+    def encode(text, merges):
+        if text in _encoded:  # encoding is slow: remember the ids of each text
+            return list(_encoded[text])
+        rank = {pair: 256 + i for i, pair in enumerate(merges)}
+        ids = []
+        for chunk in regex.findall(GPT2_SPLIT_PATTERN, text):
+            tokens = list(chunk.encode("utf-8"))
+            while len(tokens) >= 2:
+                pair = min(zip(tokens, tokens[1:]), key=lambda p: rank.get(p, float("inf")))
+                if pair not in rank:
+                    break
+                tokens = merge(tokens, pair, rank[pair])
+            ids.extend(tokens)
+        _encoded[text] = ids
+        return list(ids)
 ''')
 
 _encode_wrong("encode_most_frequent_first", "at encode time merges the most frequent pair, as in training", '''
@@ -463,6 +582,19 @@ _decode_wrong("decode_one_level",
         return b"".join(vocab[i] for i in ids).decode("utf-8", errors="replace")
 ''')
 
+_decode_wrong("decode_pops_ids", "todo = ids is no copy: expanding the ids in place empties the caller's list", '''
+    def decode(ids, merges):
+        todo = ids  # the ids still to expand, first one first
+        data = bytearray()
+        while todo:
+            i = todo.pop(0)
+            if i < 256:
+                data.append(i)
+            else:
+                todo[:0] = merges[i - 256]  # a merged token stands for its two parts
+        return data.decode("utf-8", errors="replace")
+''')
+
 # --- Exercise 5: encode_with_special ----------------------------------------------------------------------------
 EX5 = "ex5_special_tokens"
 
@@ -558,6 +690,27 @@ _wrong(EX5, "special_first_occurrence_only",
                 return (encode_with_special(before, merges, special_tokens) + [special_tokens[special]]
                         + encode(after, merges))
         return encode(text, merges)
+''')
+
+_wrong(EX5, "special_pattern_built_once",
+       "compiles the pattern on the first call only: later calls split on the first call's special strings", '''
+    _special_pattern = None
+
+
+    def encode_with_special(text, merges, special_tokens):
+        global _special_pattern
+        if not special_tokens:
+            return encode(text, merges)
+        if _special_pattern is None:  # compile once, not on every call
+            longest_first = sorted(special_tokens, key=len, reverse=True)
+            _special_pattern = regex.compile("(" + "|".join(regex.escape(s) for s in longest_first) + ")")
+        ids = []
+        for i, part in enumerate(_special_pattern.split(text)):
+            if i % 2:
+                ids.append(special_tokens[part])
+            else:
+                ids.extend(encode(part, merges))
+        return ids
 ''')
 
 # --- Exercise 6: decode_stream ----------------------------------------------------------------------------------
@@ -680,6 +833,23 @@ _wrong(EX6, "stream_skips_empty",
             yield rest
 '''))
 
+_wrong(EX6, "stream_shared_decoder",
+       "one incremental decoder at module level: two streams at once mix their held-back bytes", _with_vocab('''
+
+    import codecs
+
+    _decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # keeps the bytes of an unfinished character
+
+
+    def decode_stream(ids, merges):
+        vocab = token_bytes(merges)
+        for i in ids:
+            yield _decoder.decode(vocab[i])
+        rest = _decoder.decode(b"", final=True)
+        if rest:
+            yield rest
+'''))
+
 
 # --- Correct answers written differently: the tests must accept them -------------------------------------------
 
@@ -689,6 +859,17 @@ _right(EX1, "count_pairs_counter", "returns a collections.Counter", '''
 
     def count_pairs(ids):
         return Counter(zip(ids, ids[1:]))
+''')
+
+_right(EX1, "count_pairs_defaultdict", "counts into a collections.defaultdict(int)", '''
+    from collections import defaultdict
+
+
+    def count_pairs(ids):
+        counts = defaultdict(int)
+        for i in range(len(ids) - 1):
+            counts[ids[i], ids[i + 1]] += 1
+        return counts
 ''')
 
 _right(EX2, "merge_with_skip_flag", "a for loop that skips the id after a merged pair", '''
@@ -705,6 +886,38 @@ _right(EX2, "merge_with_skip_flag", "a for loop that skips the id after a merged
             else:
                 out.append(x)
         return out
+''')
+
+_right(EX2, "merge_stack", "a stack: joins the new id onto the last kept id when the two form the pair", '''
+    def merge(ids, pair, new_id):
+        out = []
+        for x in ids:
+            if out and out[-1] == pair[0] and x == pair[1]:  # out[-1] is never a merged id: new_id is new
+                out[-1] = new_id
+            else:
+                out.append(x)
+        return out
+''')
+
+_right(EX3, "train_numpy_pair_matrix_ints", "a NumPy matrix of pair counts, argmax, and int() on the pair", '''
+    import numpy as np
+
+
+    def train_merges(text, vocab_size):
+        chunks = [list(c.encode("utf-8")) for c in regex.findall(GPT2_SPLIT_PATTERN, text)]
+        merges = []
+        for new_id in range(256, vocab_size):
+            counts = np.zeros((new_id, new_id), dtype=np.int64)
+            for chunk in chunks:
+                for a, b in zip(chunk, chunk[1:]):
+                    counts[a, b] += 1
+            if counts.max() == 0:
+                break
+            a, b = np.unravel_index(counts.argmax(), counts.shape)
+            best = (int(a), int(b))
+            merges.append(best)
+            chunks = [merge(chunk, best, new_id) for chunk in chunks]
+        return merges
 ''')
 
 _right(EX3, "train_every_chunk_sorted",
@@ -750,6 +963,20 @@ _right(EX4, "encode_merges_in_order", "applies every merge once, in the order le
             data.extend(expand(i))
         return data.decode("utf-8", "replace")
 ''')
+
+_right(EX4, "decode_work_list_copy", "decode expands a copy of the ids as a work list (encode: the reference)",
+       _ENCODE_OK.strip() + "\n\n\n" + dedent('''
+    def decode(ids, merges):
+        todo = list(ids)  # a copy: the caller's list stays as it is
+        data = bytearray()
+        while todo:
+            i = todo.pop(0)
+            if i < 256:
+                data.append(i)
+            else:
+                todo[:0] = merges[i - 256]
+        return data.decode("utf-8", errors="replace")
+''').strip())
 
 _right(EX5, "special_scan_positions",
        "scans the text position by position, trying the longest special string first", '''

@@ -46,6 +46,21 @@ _wrong(EX1, "one_hot_classes_d_model", "num_classes=weight.shape[1], the width i
         return one_hot @ weight
 ''')
 
+_wrong(EX1, "one_hot_checks_max_id", "checks ids.max() against the vocabulary: fails on an empty tensor of ids", '''
+    def one_hot_embed(ids, weight):
+        if ids.max() >= weight.shape[0]:
+            raise IndexError("an id is outside the embedding table")
+        one_hot = F.one_hot(ids, num_classes=weight.shape[0]).to(weight.dtype)
+        return one_hot @ weight
+''')
+
+_wrong(EX1, "one_hot_computes_in_float32", "multiplies in float32 and casts back: a float64 table loses precision",
+       '''
+    def one_hot_embed(ids, weight):
+        one_hot = F.one_hot(ids, num_classes=weight.shape[0]).float()
+        return (one_hot @ weight.float()).to(weight.dtype)
+''')
+
 _right(EX1, "one_hot_by_comparison", "builds the one-hot vectors by comparing ids with arange(vocab_size)", '''
     def one_hot_embed(ids, weight):
         one_hot = ids[..., None] == torch.arange(weight.shape[0], device=ids.device)
@@ -108,6 +123,32 @@ _wrong(EX2, "windows_short_input_accepted", "checks len(ids) < context_length, s
 _wrong(EX2, "windows_returns_lists", "returns Python lists instead of tensors",
        _windows(result="x.tolist(), y.tolist()"))
 
+_wrong(EX2, "windows_keeps_tensor_dtype", "converts only a list: a tensor of ids keeps its dtype (int32, say)",
+       _windows().replace("torch.as_tensor(ids, dtype=torch.long)",
+                          "ids if isinstance(ids, torch.Tensor) else torch.tensor(ids)"))
+_wrong(EX2, "windows_stacked_pair", "returns torch.stack([x, y]), one (2, context_length) tensor, not a tuple",
+       _windows(result="torch.stack([x, y])"))
+
+_wrong(EX2, "windows_class_level_list", "windows = [] in the class body: one list shared by every dataset", '''
+    class NextTokenWindows(Dataset):
+        windows = []  # the (x, y) pairs
+
+        def __init__(self, ids, context_length, stride):
+            ids = torch.as_tensor(ids, dtype=torch.long)
+            if stride < 1:
+                raise ValueError("stride must be at least 1")
+            if len(ids) < context_length + 1:
+                raise ValueError("too few ids for one window")
+            for start in range(0, len(ids) - context_length, stride):
+                self.windows.append((ids[start:start + context_length], ids[start + 1:start + context_length + 1]))
+
+        def __len__(self):
+            return len(self.windows)
+
+        def __getitem__(self, i):
+            return self.windows[i]
+''')
+
 _wrong(EX2, "windows_no_index_error", "no IndexError past the end: dataset[len] returns empty tensors", '''
     class NextTokenWindows(Dataset):
         def __init__(self, ids, context_length, stride):
@@ -123,6 +164,10 @@ _wrong(EX2, "windows_no_index_error", "no IndexError past the end: dataset[len] 
             start = i * self.stride
             return self.ids[start:start + self.context_length], self.ids[start + 1:start + self.context_length + 1]
 ''')
+
+_right(EX2, "windows_long_cast", "torch.tensor(ids) or the tensor itself, then .long()",
+       _windows().replace("torch.as_tensor(ids, dtype=torch.long)",
+                          "(ids if isinstance(ids, torch.Tensor) else torch.tensor(ids)).long()"))
 
 _right(EX2, "windows_precomputed_starts", "lists the window starts with range() in __init__ and indexes that list", '''
     class NextTokenWindows(Dataset):
@@ -181,6 +226,24 @@ _wrong(EX3, "batches_as_tensors", "slices the tensor torch.randperm gives: batch
 _wrong(EX3, "batches_seed_none_by_default", "seed=None by default: without a seed, another order than seed=0",
        _batches(order="torch.randperm(n, generator=torch.Generator() if seed is None else "
                       "torch.Generator().manual_seed(seed)).tolist()").replace("seed=0)", "seed=None)"))
+
+_wrong(EX3, "batches_seed_42_by_default", "seed=42 by default, as in many tutorials: the spec's default is 0",
+       _batches().replace("seed=0)", "seed=42)"))
+_wrong(EX3, "batches_generator_created_once",
+       "one module-level generator, seeded on the first call only: the same seed gives another order next time", '''
+    _generator = None
+
+
+    def batch_indices(n, batch_size, shuffle, drop_last, seed=0):
+        global _generator
+        if _generator is None:
+            _generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(n, generator=_generator).tolist() if shuffle else list(range(n))
+        batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        if drop_last and batches and len(batches[-1]) < batch_size:
+            batches.pop()
+        return batches
+''')
 
 _wrong(EX3, "batches_shuffle_within_batch", "shuffles the order inside each batch, not the whole dataset", '''
     def batch_indices(n, batch_size, shuffle, drop_last, seed=0):
@@ -265,6 +328,9 @@ _wrong(EX4, "sinus_float64_result", "computes in float64 and forgets to return f
         return encoding
 ''')
 
+_wrong(EX4, "sinus_lru_cache", "@functools.lru_cache: every call with the same arguments returns one shared tensor",
+       "import functools\n\n\n@functools.lru_cache(maxsize=None)\n" + _sinus().strip())
+
 _right(EX4, "sinus_float32_exp_log", "computes in float32 with exp(-log(10000) * 2i / d), as many tutorials do", '''
     import math
 
@@ -291,6 +357,24 @@ _right(EX4, "sinus_python_loops", "fills the table entry by entry with the math 
                 row += [math.sin(angle), math.cos(angle)]
             rows.append(row)
         return torch.tensor(rows, dtype=torch.float32, device=device).reshape(context_length, d_model)
+''')
+
+_right(EX4, "sinus_cached_clone", "caches the table with lru_cache and returns a clone of it", '''
+    import functools
+
+
+    @functools.lru_cache(maxsize=None)
+    def _table(context_length, d_model):
+        position = torch.arange(context_length, dtype=torch.float64)[:, None]
+        frequency = 10_000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+        table = torch.zeros(context_length, d_model, dtype=torch.float64)
+        table[:, 0::2] = torch.sin(position * frequency)
+        table[:, 1::2] = torch.cos(position * frequency)
+        return table.float()
+
+
+    def sinusoidal_encoding(context_length, d_model, device="cpu"):
+        return _table(context_length, d_model).to(device).clone()
 ''')
 
 # --- Exercise 5: TokenAndPositionEmbedding ----------------------------------------------------------------------
@@ -339,6 +423,15 @@ _wrong(EX5, "embed_dropout_on_tokens_only", "applies dropout to the token vector
 _wrong(EX5, "embed_no_dropout", "creates self.dropout but never calls it",
        _embed(body="return self.token_embedding(ids) + self.position_embedding(positions)"))
 
+_wrong(EX5, "embed_dropout_fixed_generator",
+       "draws the dropout mask from a generator seeded anew on every call: the same numbers dropped every time",
+       _embed(body="x = self.token_embedding(ids) + self.position_embedding(positions)\n"
+                   "        if self.training and self.dropout.p > 0:  # reproducible dropout\n"
+                   "            generator = torch.Generator(device=x.device).manual_seed(0)\n"
+                   "            keep = torch.rand(x.shape, generator=generator, device=x.device) >= self.dropout.p\n"
+                   "            x = x * keep / (1 - self.dropout.p)\n"
+                   "        return x"))
+
 _wrong(EX5, "embed_no_length_check", "no check of T: too long a sequence fails with IndexError, not ValueError", '''
     class TokenAndPositionEmbedding(nn.Module):
         def __init__(self, vocab_size, d_model, context_length, dropout=0.0):
@@ -372,6 +465,10 @@ _wrong(EX5, "embed_extra_linear", "adds a linear layer after the sum, which GPT-
 _right(EX5, "embed_slice_position_weight", "slices the position table's weight instead of calling it on arange(T)",
        _embed(body="return self.dropout(self.token_embedding(ids) + self.position_embedding.weight[:T])"))
 
+_right(EX5, "embed_functional_dropout", "F.dropout(x, p, training=self.training) instead of calling self.dropout",
+       _embed(body="return F.dropout(self.token_embedding(ids) + self.position_embedding(positions), "
+                   "self.dropout.p, training=self.training)"))
+
 # --- Exercise 6: nearest_neighbours -----------------------------------------------------------------------------
 EX6 = "ex6_nearest_neighbours"
 
@@ -403,6 +500,16 @@ _wrong(EX6, "neighbours_unsorted", "sorts the neighbours by id instead of by sim
 _wrong(EX6, "neighbours_normalise_in_place", "scales the rows of the caller's table to length 1 in place (div_)",
        _neighbours(unit="weight.div_(weight.norm(dim=1, keepdim=True))"))
 
+_wrong(EX6, "neighbours_returns_tensor", "returns topk's indices, a tensor, not a list of Python ints",
+       _neighbours(top="similarity.topk(k).indices"))
+
+_wrong(EX6, "neighbours_drop_first", "takes the top k + 1 and drops the first, assuming it is the query", '''
+    def nearest_neighbours(weight, query_id, k):
+        unit = weight / weight.norm(dim=1, keepdim=True)
+        similarity = unit @ unit[query_id]
+        return similarity.topk(k + 1).indices[1:].tolist()  # the first is the query itself
+''')
+
 _wrong(EX6, "neighbours_euclidean", "the k rows nearest in Euclidean distance, which depends on the lengths", '''
     def nearest_neighbours(weight, query_id, k):
         distance = (weight - weight[query_id]).norm(dim=1)
@@ -415,4 +522,12 @@ _right(EX6, "neighbours_cosine_similarity", "F.cosine_similarity and argsort, dr
         similarity = F.cosine_similarity(weight, weight[query_id][None, :], dim=1)
         order = similarity.argsort(descending=True).tolist()
         return [i for i in order if i != query_id][:k]
+''')
+
+_right(EX6, "neighbours_sorted_python", "sorts the other ids in Python by their similarity", '''
+    def nearest_neighbours(weight, query_id, k):
+        unit = weight / weight.norm(dim=1, keepdim=True)
+        similarity = (unit @ unit[query_id]).tolist()
+        others = [i for i in range(len(similarity)) if i != query_id]
+        return sorted(others, key=lambda i: -similarity[i])[:k]
 ''')
