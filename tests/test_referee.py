@@ -288,6 +288,17 @@ def test_gradients_and_seeding_happen_in_the_kernel(ask):
         first = n["draw"]()
         learner.seed(5)
         assert torch.equal(n["draw"](), first) and not torch.equal(n["draw"](), first)
+        # The fingerprint of the kernel's generators moves when learner code draws or reseeds, and only then.
+        before = learner.rng_state()
+        n["echo"](1)
+        assert learner.rng_state() == before
+        n["draw"]()
+        assert learner.rng_state() != before
+        learner.seed(5)
+        seeded = learner.rng_state()
+        n["draw"]()
+        learner.seed(5)
+        assert learner.rng_state() == seeded
     ask(drive)
 
 

@@ -218,6 +218,18 @@ _wrong(EX3, "batches_drop_full_last", "drop_last removes the last batch even whe
        _batches(drop="if drop_last and batches:\n            batches.pop()"))
 _wrong(EX3, "batches_global_rng", "torch.randperm(n) from the global random state: the seed is ignored",
        _batches(order="torch.randperm(n).tolist()"))
+_wrong(EX3, "batches_reseed_global", "seeds the global generator with torch.manual_seed(seed), then torch.randperm(n)",
+       '''
+    def batch_indices(n, batch_size, shuffle, drop_last, seed=0):
+        order = list(range(n))
+        if shuffle:
+            torch.manual_seed(seed)
+            order = torch.randperm(n).tolist()
+        batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        if drop_last and batches and len(batches[-1]) < batch_size:
+            batches.pop()
+        return batches
+''')
 _wrong(EX3, "batches_with_replacement", "draws n random indices with randint: some repeat, others never come",
        _batches(order="torch.randint(0, n, (n,), generator=torch.Generator().manual_seed(seed)).tolist()"))
 

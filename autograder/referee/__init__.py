@@ -45,7 +45,8 @@ Rules that follow from the design:
   the copy.
 * ``learner.gradients(fn, *args, wrt=[...], grad_output=...)`` runs a backward pass in the learner's kernel (autograd
   cannot cross processes); ``learner.seed(n)`` seeds the kernel's global generators (``torch.manual_seed`` in a test
-  seeds only the referee's).
+  seeds only the referee's); ``learner.rng_state()`` fingerprints them, so that a test can check that a function
+  promised to leave them alone did (compare the fingerprint before and after the call).
 * Compare types as well as values where the spec promises a type: a learner's value arrives as its plain base type
   (a ``float`` subclass as a ``float``), so an object "equal to everything" cannot exist here, but a test should still
   say what it expects (``isinstance``, dtype, device).
@@ -59,5 +60,6 @@ same verdicts as grading.
 
 from autograder.referee.link import LearnerSide
 
-#: What a test may ask of the learner's kernel besides calling its code: ``learner.gradients``, ``learner.seed``.
+#: What a test may ask of the learner's kernel besides calling its code: ``learner.gradients``, ``learner.seed``,
+#: ``learner.rng_state``.
 learner = LearnerSide()

@@ -11,7 +11,8 @@ Requests (``op``) and what the reply's payload is:
 * ``call`` target, args, kwargs -> the return value; ``getattr``, ``getitem``, ``len``, ``iter``, ``next``,
   ``repr``, ``bool`` -> what Python gives for the learner's object;
 * ``gradients`` target, args, kwargs, wrt, grad_output -> (output, the gradients of the ``wrt`` arguments);
-* ``seed`` n -> None, after seeding Python's, NumPy's and PyTorch's global generators in the kernel.
+* ``seed`` n -> None, after seeding Python's, NumPy's and PyTorch's global generators in the kernel;
+* ``rng_state`` -> a fingerprint (a hex string) of those generators' states, to see whether a call used or reset them.
 
 Values that are not plain (functions, classes, generators, modules, objects) are sent as *handles*: numbers the
 grader uses in later requests. An argument the learner's code changed in place is sent back (``mutated``), and a
@@ -361,6 +362,21 @@ class Agent:
             module = sys.modules.get(name)
             if module is not None:
                 (module.random.seed if name == "numpy" else module.manual_seed)(seed)
+
+
+    def op_rng_state(self):
+        import hashlib
+
+        digest = hashlib.sha256(repr(random.getstate()).encode())
+        numpy, torch = sys.modules.get("numpy"), sys.modules.get("torch")
+        if numpy is not None:
+            kind, keys, *rest = numpy.random.get_state()
+            digest.update(repr((kind, keys.tolist(), rest)).encode())
+        if torch is not None:
+            digest.update(torch.get_rng_state().numpy().tobytes())
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                digest.update(b"".join(state.numpy().tobytes() for state in torch.cuda.get_rng_state_all()))
+        return digest.hexdigest()
 
 
 class _TooLarge(Exception):

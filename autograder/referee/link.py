@@ -374,3 +374,11 @@ class LearnerSide:
     def seed(self, seed: int) -> None:
         """Seed Python's, NumPy's and PyTorch's global random generators in the learner's kernel."""
         self._link().request("seed", None, int(seed))
+
+    def rng_state(self) -> str:
+        """A fingerprint of the kernel's global random generators (Python's, NumPy's, PyTorch's): equal before and
+        after a call when the call neither drew from them nor reseeded them."""
+        state = self._link().request("rng_state", None)
+        if not isinstance(state, str):
+            raise ReplyError("the learner's side did not send a fingerprint of its random state")
+        return state
