@@ -475,3 +475,144 @@ _right(EX6, "cross_fused_projection_of_both",
             mask = padding_mask(memory_lengths, memory.shape[1], device=x.device)
         return F.linear(merge_heads(scaled_dot_product_attention(q, k, v, mask)), w_out, b_out)
 ''')
+
+
+# --- Beyond the arithmetic: inputs, fresh results, defaults, numerics, dtypes, randomness, repeated calls ----------
+# Mistakes that give the right numbers on ordinary inputs, caught by the hidden tests that probe what else the specs
+# promise.
+
+_wrong(EX1, "attention_softmax_by_hand_overflows",
+       "writes the softmax as exp / sum without subtracting the row maximum: large scores overflow to nan", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        exp = torch.exp(scores)
+        weights = exp / exp.sum(dim=-1, keepdim=True).clamp(min=1e-30)  # a row with nothing allowed: 0 / 1e-30 = 0
+        weights = F.dropout(weights, p=dropout_p, training=training)
+        return weights @ v
+''')
+
+_wrong(EX1, "attention_training_default_false", "changes the default to training=False, thinking dropout is opt-in", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=False):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)
+        weights = F.dropout(weights, p=dropout_p, training=training)
+        return weights @ v
+''')
+
+_wrong(EX1, "attention_dropout_mask_shared_over_heads",
+       "draws one dropout mask per sequence and broadcasts it over the heads, like the padding mask", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)
+        if training and dropout_p > 0:
+            # one mask per sequence, shared by its heads: (B, 1, T, S)
+            keep = torch.rand(*weights.shape[:-3], 1, *weights.shape[-2:], device=weights.device) >= dropout_p
+            weights = weights * keep / (1 - dropout_p)
+        return weights @ v
+''')
+
+_wrong(EX1, "attention_softmax_in_float64",
+       "runs the softmax in float64 for stability and never casts back: float32 inputs give a float64 output", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = (q @ k.transpose(-2, -1)).double() / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)
+        weights = F.dropout(weights, p=dropout_p, training=training)
+        return weights @ v.double()
+''')
+
+_wrong(EX2, "causal_mask_lru_cache", "caches the causal mask with functools.lru_cache: every caller shares one tensor", '''
+    import functools
+
+
+    @functools.lru_cache(maxsize=None)
+    def causal_mask(T, device=None):
+        return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+''' + _PADDING)
+
+_wrong(EX2, "padding_mask_unsqueezes_lengths_in_place",
+       "lengths.unsqueeze_(1): a lengths tensor given by the caller changes shape", _CAUSAL + '''
+    def padding_mask(lengths, T, device=None):
+        lengths = torch.as_tensor(lengths, device=device)
+        lengths.unsqueeze_(1)  # (B, 1), to compare with the positions
+        return (torch.arange(T, device=device) < lengths)[:, None, None, :]
+''')
+
+_wrong(EX3, "merge_heads_transpose_in_place", "x.transpose_(1, 2): the caller's tensor is transposed too", '''
+    def split_heads(x, n_heads):
+        B, T, d_model = x.shape
+        return x.view(B, T, n_heads, d_model // n_heads).transpose(1, 2)
+
+
+    def merge_heads(x):
+        B, n_heads, T, d_head = x.shape
+        x.transpose_(1, 2)  # (B, T, n_heads, d_head)
+        return x.reshape(B, T, n_heads * d_head)
+''')
+
+_wrong(EX4, "mha_folds_scale_into_weights_in_place",
+       "divides the query rows of w_qkv and b_qkv by sqrt(d_head) in place: the caller's weights change", '''
+    def causal_self_attention(x, w_qkv, b_qkv, w_out, b_out, n_heads):
+        B, T, d_model = x.shape
+        d_head = d_model // n_heads
+        w_qkv[:d_model] /= math.sqrt(d_head)  # fold the scale into the queries: the scores need no division
+        b_qkv[:d_model] /= math.sqrt(d_head)
+        q, k, v = (split_heads(t, n_heads) for t in F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1))
+        scores = (q @ k.transpose(-2, -1)).masked_fill(~causal_mask(T, device=x.device), float("-inf"))
+        return F.linear(merge_heads(torch.softmax(scores, dim=-1) @ v), w_out, b_out)
+''')
+
+_wrong(EX4, "mha_mask_built_on_first_call",
+       "builds the causal mask once, on the first call, and keeps it for every later sequence length", '''
+    _mask = None
+
+
+    def causal_self_attention(x, w_qkv, b_qkv, w_out, b_out, n_heads):
+        global _mask
+        if _mask is None:
+            _mask = causal_mask(x.shape[1], device=x.device)
+        q, k, v = (split_heads(t, n_heads) for t in F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1))
+        out = scaled_dot_product_attention(q, k, v, _mask)
+        return F.linear(merge_heads(out), w_out, b_out)
+''')
+
+_right(EX1, "attention_stable_softmax_by_hand",
+       "softmax by hand (row maximum subtracted), dropout with a Bernoulli mask of the weights' shape", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = torch.einsum("...td,...sd->...ts", q, k) / q.shape[-1] ** 0.5
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        top = scores.amax(dim=-1, keepdim=True).clamp(min=torch.finfo(scores.dtype).min)  # -inf for a blocked row
+        exp = torch.exp(scores - top)
+        weights = exp / exp.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(scores.dtype).tiny)
+        if training and dropout_p > 0:
+            keep = torch.rand_like(weights) >= dropout_p
+            weights = weights * keep / (1 - dropout_p)
+        return weights @ v
+''')
+
+_right(EX5, "gqa_query_groups_broadcast",
+       "views the queries as (B, n_kv_heads, group, T, d_head) and lets each key/value head broadcast over its group",
+       '''
+    def grouped_query_attention(x, w_q, w_k, w_v, w_out, n_heads, n_kv_heads):
+        B, T, d_model = x.shape
+        d_head, group = d_model // n_heads, n_heads // n_kv_heads
+        q = F.linear(x, w_q).view(B, T, n_kv_heads, group, d_head).permute(0, 2, 3, 1, 4)
+        k = F.linear(x, w_k).view(B, T, n_kv_heads, 1, d_head).permute(0, 2, 3, 1, 4)  # one per group, broadcast
+        v = F.linear(x, w_v).view(B, T, n_kv_heads, 1, d_head).permute(0, 2, 3, 1, 4)
+        out = scaled_dot_product_attention(q, k, v, causal_mask(T, device=x.device))  # (B, n_kv, group, T, d_head)
+        return F.linear(out.permute(0, 3, 1, 2, 4).reshape(B, T, d_model), w_out)
+''')

@@ -423,3 +423,127 @@ _right(EX7, "load_by_renaming_table", "a renaming table, then transposes and chu
             out[f"attn.{name}.bias"] = b.clone()
         return out
 ''')
+
+
+# --- Beyond the arithmetic: inputs, fresh results, defaults, numerics, types, repeated calls ----------------------
+# Mistakes that give the right numbers on ordinary inputs, caught by the hidden tests that probe what else the specs
+# promise.
+
+_wrong(EX1, "layer_norm_one_pass_variance",
+       "var = mean(x**2) - mean**2, the textbook formula: cancellation ruins it for a large offset", '''
+    def layer_norm(x, weight, bias, eps=1e-5):
+        mean = x.mean(dim=-1, keepdim=True)
+        var = (x * x).mean(dim=-1, keepdim=True) - mean ** 2
+        return weight * (x - mean) / torch.sqrt(var + eps) + bias
+''')
+
+_wrong(EX1, "layer_norm_centres_in_place", "x -= mean: the caller's x is centred too", '''
+    def layer_norm(x, weight, bias, eps=1e-5):
+        x -= x.mean(dim=-1, keepdim=True)
+        var = (x ** 2).mean(dim=-1, keepdim=True)
+        return weight * x / torch.sqrt(var + eps) + bias
+''')
+
+_wrong(EX2, "rms_norm_default_eps_from_layer_norm", "copies the signature of layer_norm: eps defaults to 1e-5", '''
+    def rms_norm(x, weight, eps=1e-5):
+        return weight * x / torch.sqrt((x ** 2).mean(dim=-1, keepdim=True) + eps)
+''')
+
+_wrong(EX2, "rms_norm_scales_x_in_place", "x /= rms, then weight * x: the caller's x is normalised too", '''
+    def rms_norm(x, weight, eps=1e-6):
+        x /= torch.sqrt((x ** 2).mean(dim=-1, keepdim=True) + eps)
+        return weight * x
+''')
+
+_wrong(EX3, "gelu_tanh_from_exp", "writes tanh with exponentials: e^z overflows to inf / inf = nan for large x", '''
+    def gelu(x):
+        z = math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)
+        tanh = (torch.exp(z) - torch.exp(-z)) / (torch.exp(z) + torch.exp(-z))
+        return 0.5 * x * (1 + tanh)
+''')
+
+_wrong(EX4, "block_residual_in_place", "x += ...: the residual is added into the caller's tensor, which is returned", '''
+    def transformer_block(x, attention, feed_forward, norm1, norm2):
+        x += attention(norm1(x))
+        x += feed_forward(norm2(x))
+        return x
+''')
+
+_wrong(EX5, "count_tensor_of_shapes", "sums torch.tensor(shape).prod() over the shapes: a 0-d tensor, not an int", '''
+    def gpt_parameter_count(vocab_size, context_length, d_model, n_layers, tie_weights=True):
+        d = d_model
+        shapes = [(vocab_size, d), (context_length, d), (d,), (d,)]  # embeddings, final LayerNorm
+        block = [(d,), (d,), (d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,)]
+        shapes += block * n_layers
+        if not tie_weights:
+            shapes.append((vocab_size, d))
+        return sum(torch.tensor(shape).prod() for shape in shapes)
+''')
+
+_wrong(EX6, "rope_frequencies_cached_per_d_head",
+       "caches the frequencies by d_head alone: a later call with another base reuses the first base's", '''
+    _frequencies = {}
+
+
+    def apply_rope(x, positions=None, base=10000.0):
+        T, d_head = x.shape[-2], x.shape[-1]
+        half = d_head // 2
+        if d_head not in _frequencies:
+            _frequencies[d_head] = base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
+        theta = _frequencies[d_head].to(x.device, x.dtype)
+        if positions is None:
+            positions = torch.arange(T, device=x.device)
+        angles = positions.to(x.dtype)[:, None] * theta[None, :]
+        cos, sin = angles.cos(), angles.sin()
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+''')
+
+_wrong(EX7, "load_pops_mask_from_given_dict", "hf.pop('attn.bias') to drop the mask: the caller's dict loses a key",
+       _loader().replace('d_model = hf["ln_1.weight"]',
+                         'hf.pop("attn.bias", None)  # the causal mask of older checkpoints: not a weight\n'
+                         '        d_model = hf["ln_1.weight"]'))
+
+_wrong(EX7, "load_fills_module_level_dict", "fills a dict defined outside the function: every call returns that one",
+       '''
+    block_weights = {}
+
+
+    def gpt2_block_weights(hf):
+        d_model = hf["ln_1.weight"].shape[0]
+        w_q, w_k, w_v = hf["attn.c_attn.weight"].split(d_model, dim=1)
+        b_q, b_k, b_v = hf["attn.c_attn.bias"].split(d_model)
+        for name, value in [("norm1.weight", hf["ln_1.weight"]), ("norm1.bias", hf["ln_1.bias"]),
+                            ("attn.q.weight", w_q.T), ("attn.q.bias", b_q), ("attn.k.weight", w_k.T),
+                            ("attn.k.bias", b_k), ("attn.v.weight", w_v.T), ("attn.v.bias", b_v),
+                            ("attn.out.weight", hf["attn.c_proj.weight"].T), ("attn.out.bias", hf["attn.c_proj.bias"]),
+                            ("norm2.weight", hf["ln_2.weight"]), ("norm2.bias", hf["ln_2.bias"]),
+                            ("ff.up.weight", hf["mlp.c_fc.weight"].T), ("ff.up.bias", hf["mlp.c_fc.bias"]),
+                            ("ff.down.weight", hf["mlp.c_proj.weight"].T), ("ff.down.bias", hf["mlp.c_proj.bias"])]:
+            block_weights[name] = value
+        return block_weights
+''')
+
+_right(EX6, "rope_frequencies_cached_full_key",
+       "caches the frequencies keyed on everything they depend on (d_head, base, dtype, device); rotate_half form", '''
+    _frequencies = {}
+
+
+    def apply_rope(x, positions=None, base=10000.0):
+        T, d_head = x.shape[-2], x.shape[-1]
+        key = (d_head, float(base), x.dtype, x.device)
+        if key not in _frequencies:
+            _frequencies[key] = base ** (-torch.arange(0, d_head, 2, dtype=x.dtype, device=x.device) / d_head)
+        if positions is None:
+            positions = torch.arange(T, device=x.device)
+        angles = positions.to(x.dtype)[:, None] * _frequencies[key]
+        angles = torch.cat((angles, angles), dim=-1)
+        rotated = torch.cat((-x[..., d_head // 2:], x[..., :d_head // 2]), dim=-1)
+        return x * angles.cos() + rotated * angles.sin()
+''')
+
+_right(EX1, "layer_norm_two_pass_centred", "centres once, keeps the centred tensor, rsqrt of the biased variance", '''
+    def layer_norm(x, weight, bias, eps=1e-5):
+        centred = x - x.mean(dim=-1, keepdim=True)
+        return centred * torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + eps) * weight + bias
+''')
