@@ -127,6 +127,17 @@ def sparse():
 def draw():
     return torch.rand(3)
 
+_TABLE = torch.arange(100.0)
+
+def rows_of_table(n):
+    return _TABLE[:n]
+
+def first_half(x):
+    return x[: len(x) // 2]
+
+def doubled(x):
+    return {"twice": [x * 2]}
+
 def exit_later():
     import os, threading
     threading.Timer(0.2, lambda: os._exit(1)).start()
@@ -158,7 +169,8 @@ def ask(kernel):
         try:
             names = link.lookup(["echo", "same", "shared", "append_one", "fill_", "counter", "anything", "always",
                                  "Box", "count", "fails", "apply", "take_two", "loop_forever", "ignore_interrupts",
-                                 "square_sum", "detached", "big", "deep", "sparse", "draw", "garbage", "MyError"])
+                                 "square_sum", "detached", "big", "deep", "sparse", "draw", "garbage", "MyError",
+                                 "rows_of_table", "first_half", "doubled"])
             return fn(names)
         finally:
             type(learner).link = None
@@ -299,6 +311,19 @@ def test_gradients_and_seeding_happen_in_the_kernel(ask):
         n["draw"]()
         learner.seed(5)
         assert learner.rng_state() == seeded
+    ask(drive)
+
+
+def test_memory_tells_fresh_results_from_views_and_kept_tables(ask):
+    def drive(n):
+        x = torch.arange(6.0)
+        view = learner.memory(n["first_half"], x)
+        assert view.shares_arguments and torch.equal(view.result, x[:3])
+        fresh = [learner.memory(n["doubled"], x) for _ in range(2)]
+        assert not fresh[0].shares_arguments and not fresh[0].overlaps(fresh[1])
+        assert torch.equal(fresh[1].result["twice"][0], x * 2)
+        table = [learner.memory(n["rows_of_table"], k) for k in (3, 5)]
+        assert table[0].overlaps(table[1]) and not table[0].shares_arguments
     ask(drive)
 
 

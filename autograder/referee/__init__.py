@@ -46,7 +46,10 @@ Rules that follow from the design:
 * ``learner.gradients(fn, *args, wrt=[...], grad_output=...)`` runs a backward pass in the learner's kernel (autograd
   cannot cross processes); ``learner.seed(n)`` seeds the kernel's global generators (``torch.manual_seed`` in a test
   seeds only the referee's); ``learner.rng_state()`` fingerprints them, so that a test can check that a function
-  promised to leave them alone did (compare the fingerprint before and after the call).
+  promised to leave them alone did (compare the fingerprint before and after the call); ``learner.memory(fn, ...)``
+  calls ``fn`` and says where its result's tensors live, so that a test can tell a fresh tensor from a view of an
+  argument (``.shares_arguments``) or of a table kept between calls (``first.overlaps(second)``), which copies
+  alone cannot show.
 * Compare types as well as values where the spec promises a type: a learner's value arrives as its plain base type
   (a ``float`` subclass as a ``float``), so an object "equal to everything" cannot exist here, but a test should still
   say what it expects (``isinstance``, dtype, device).
@@ -61,5 +64,5 @@ same verdicts as grading.
 from autograder.referee.link import LearnerSide
 
 #: What a test may ask of the learner's kernel besides calling its code: ``learner.gradients``, ``learner.seed``,
-#: ``learner.rng_state``.
+#: ``learner.rng_state``, ``learner.memory``.
 learner = LearnerSide()

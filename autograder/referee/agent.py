@@ -13,6 +13,9 @@ Requests (``op``) and what the reply's payload is:
 * ``gradients`` target, args, kwargs, wrt, grad_output -> (output, the gradients of the ``wrt`` arguments);
 * ``seed`` n -> None, after seeding Python's, NumPy's and PyTorch's global generators in the kernel;
 * ``rng_state`` -> a fingerprint (a hex string) of those generators' states, to see whether a call used or reset them.
+* ``memory`` target, args, kwargs -> (the return value, the memory its tensors occupy, whether that memory is also
+  an argument's): to tell a fresh result from a view of an input or of a table the function keeps. The result is kept
+  until the session ends, so that a later call cannot reuse its memory.
 
 Values that are not plain (functions, classes, generators, modules, objects) are sent as *handles*: numbers the
 grader uses in later requests. An argument the learner's code changed in place is sent back (``mutated``), and a
@@ -99,6 +102,7 @@ class Agent:
         self.handle_of: dict = {}   # id(object) -> handle id: the same object always gets the same handle
         self.remotes: dict = {}     # the grader's objects' ids -> their stand-ins
         self.names: dict = {}       # id(object) -> (name, object): the learner's values sent, named for the session
+        self.kept: list = []        # results of ``memory`` requests, alive until the session ends
         self.next_id = 1
         self._modes: list[bool] = []
         self._interrupted = False
@@ -138,6 +142,7 @@ class Agent:
             self.handle_of.clear()
             self.remotes.clear()
             self.names.clear()
+            self.kept.clear()
             signal.signal(signal.SIGINT, self._saved_handler or signal.default_int_handler)
 
     def send(self, header, buffers=()):
@@ -377,6 +382,28 @@ class Agent:
             if torch.cuda.is_available() and torch.cuda.is_initialized():
                 digest.update(b"".join(state.numpy().tobytes() for state in torch.cuda.get_rng_state_all()))
         return digest.hexdigest()
+
+
+    def op_memory(self, target, args, kwargs):
+        with self.learner_code():
+            result = target(*args, **kwargs)
+        self.kept.append(result)
+        regions = _storages(result)
+        return [result, sorted(regions), bool(regions & _storages([args, kwargs]))]
+
+
+def _storages(value, depth=0) -> set:
+    """(start, end) addresses of the whole storage of every tensor in ``value`` (in lists, tuples, dicts)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        if value.device.type == "meta":
+            return set()
+        storage = value.untyped_storage()
+        return {(storage.data_ptr(), storage.data_ptr() + storage.nbytes())}
+    if depth > 8 or not isinstance(value, (list, tuple, dict)):
+        return set()
+    items = value.values() if isinstance(value, dict) else value
+    return set().union(*(_storages(item, depth + 1) for item in items))
 
 
 class _TooLarge(Exception):

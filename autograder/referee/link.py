@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import builtins
 import time
+from dataclasses import dataclass
 
 from autograder.referee import wire
 
@@ -348,6 +349,20 @@ class Link:
                 raise LinkBroken("protocol", str(exc)) from None
 
 
+@dataclass(frozen=True)
+class Memory:
+    """What ``learner.memory`` found: the result, the address ranges of its tensors' storages in the kernel, and
+    whether one of them is an argument's storage."""
+
+    result: object
+    regions: frozenset
+    shares_arguments: bool
+
+    def overlaps(self, other: "Memory") -> bool:
+        return any(start < other_end and other_start < end
+                   for start, end in self.regions for other_start, other_end in other.regions)
+
+
 class LearnerSide:
     """What a test can ask of the learner's kernel besides calling its code: ``from autograder.referee import
     learner``."""
@@ -374,6 +389,18 @@ class LearnerSide:
     def seed(self, seed: int) -> None:
         """Seed Python's, NumPy's and PyTorch's global random generators in the learner's kernel."""
         self._link().request("seed", None, int(seed))
+
+    def memory(self, fn, *args, **kwargs) -> "Memory":
+        """``fn(*args, **kwargs)`` in the learner's kernel, and where its tensors live there: ``.result`` (a copy, as
+        usual), ``.shares_arguments`` (a result tensor is, or is a view of, an argument) and ``.overlaps(other)``
+        (two results share memory: one table handed out twice, or slices of one cached table). Results are kept
+        alive in the kernel until the test cell ends, so two calls cannot land on reused memory by chance."""
+        if not isinstance(fn, LearnerObject):
+            raise TypeError("learner.memory takes one of the learner's functions")
+        result, regions, shares = self._link().request("memory", fn, list(args), kwargs)
+        if not isinstance(regions, list) or not isinstance(shares, bool):
+            raise ReplyError("the learner's side did not say where its result lives")
+        return Memory(result, frozenset(tuple(region) for region in regions), shares)
 
     def rng_state(self) -> str:
         """A fingerprint of the kernel's global random generators (Python's, NumPy's, PyTorch's): equal before and
