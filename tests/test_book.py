@@ -136,9 +136,10 @@ def test_pages_load_no_thebe_and_number_chapters_from_zero(site):
 
 RAW_MARKUP = re.compile(
     r"^\s*(```|~~~|:::)"  # a directive's fence, or a closing fence that opened a code block of its own
+    r"|(?:```|:::)\{[\w-]+\}"  # a fence with a directive's name, anywhere in a line
     r"|\{[a-z][\w:-]*\}`"  # a role such as {ref}`...` or {doc}`...`
-    r"|\{(?:code-cell|admonition|note|tip|hint|important|warning|caution|seealso|margin|dropdown|figure|image"
-    r"|math|literalinclude|toctree|list-table|glue|eval-rst)\}"  # a directive's name
+    r"|^\s*\{(?:code-cell|admonition|note|tip|hint|important|warning|caution|seealso|margin|dropdown|figure"
+    r"|image|math|literalinclude|toctree|list-table|glue|eval-rst)\}"  # a directive's name starting a line
     r"|^\s*:[a-z][\w-]*:(?: |$)",  # a directive's option line such as :class: or :tags:
     re.M)
 ALARM = re.compile(r"Traceback|\w*Warning\b|warnings\.warn|^-{20,}$", re.M)
@@ -188,7 +189,8 @@ def test_the_checks_see_what_a_reader_would():
     broken = ("<p>```{admonition} Question: My <code>nn.Linear(3, 2)</code> weight</p>"
               "<pre>:class: tip\n```{code-cell} ipython3\nprint(1)</pre><p>See {ref}`ch01-tokens`.</p>")
     assert len(raw_markup(broken)) >= 3
-    fine = "<p>Mask with <code>scores[mask] = -inf</code>: 3 {x} 4 and a set {1, 2}.</p><pre>x = {'a': 1}</pre>"
+    fine = ("<p>Mask with <code>scores[mask] = -inf</code>: 3 {x} 4 and a set {1, 2}.</p><pre>x = {'a': 1}\n"
+            "html = f'&lt;span title=\"{tip}\"&gt;'</pre>")
     assert raw_markup(fine) == []
     page = ('<div class="cell_output docutils container"><div class="output stream"><pre>'
             "/x.py:3: UserWarning: slow<br/>ok</pre></div></div><div><pre>Traceback in prose</pre></div>")
