@@ -11,6 +11,27 @@ each of them, so the tests do not demand the reference's way of doing things.
 
 To add a mistake you have seen in real submissions, append an entry to the chapter's ``WRONG`` list; the tests pick
 it up by itself.
+
+What hidden tests check, for every exercise (the rule for new chapters too), wherever the spec makes the promise,
+and only then (a docstring's promise is tested; nothing is tested that it does not promise):
+
+* the inputs are unchanged after the call (tensors, lists, dicts, a module's parameters);
+* results are fresh: not an argument, not a view of one, not one object or one cached table shared between calls
+  (``learner.memory`` sees shared tensor memory, which copies cannot show);
+* repeated, interleaved calls with other arguments (shape, length, base, ``d_model``, seed, another list of the same
+  length) give the right answers, so caching on a partial key fails;
+* the default arguments are the specified ones, tested on inputs where the default changes the answer;
+* numerically hard inputs: a large offset with a small spread, large scores or logits, float32 as well as float64;
+* the promised types and dtypes (a Python ``int`` and not a 0-d tensor, ``torch.long``), also for inputs of other
+  integer dtypes where the spec accepts them; results on the input's device (tests loop over
+  ``gptcourse.tolerances`` devices, so a grading run on a GPU checks that too);
+* randomness where specified: dropout where it belongs, masks independent across batch entries and heads, two
+  training-mode calls differ, a seed reproduces, the global generators untouched where promised
+  (``learner.rng_state``);
+* ties and duplicates, empty and length-1 inputs, small sizes that could take another code path;
+* streams and stateful helpers independent of each other when two are interleaved.
+
+Each class that applies has at least one catalogued mistake here, written as a learner would write it.
 """
 
 import importlib
