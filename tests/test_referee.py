@@ -324,6 +324,8 @@ def test_memory_tells_fresh_results_from_views_and_kept_tables(ask):
         assert torch.equal(fresh[1].result["twice"][0], x * 2)
         table = [learner.memory(n["rows_of_table"], k) for k in (3, 5)]
         assert table[0].overlaps(table[1]) and not table[0].shares_arguments
+        empty = learner.memory(n["doubled"], torch.zeros(0))
+        assert not empty.shares_arguments and not empty.overlaps(learner.memory(n["doubled"], torch.zeros(0)))
     ask(drive)
 
 

@@ -399,6 +399,8 @@ def _storages(value, depth=0) -> set:
         if value.device.type == "meta":
             return set()
         storage = value.untyped_storage()
+        if storage.nbytes() == 0:  # empty tensors hold no memory to share (their address may be 0 for all)
+            return set()
         return {(storage.data_ptr(), storage.data_ptr() + storage.nbytes())}
     if depth > 8 or not isinstance(value, (list, tuple, dict)):
         return set()
