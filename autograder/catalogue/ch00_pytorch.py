@@ -196,6 +196,24 @@ _wrong(EX3, "fit_nn_linear_float32", "an nn.Linear of the default dtype: float64
         return losses, layer.weight.detach(), layer.bias.detach()
 ''')
 
+_wrong(EX3, "fit_zero_steps_returns_inputs",
+       "with steps=0 hands back weight.detach() and bias.detach(): views of the inputs", '''
+    def fit_linear(x, y, weight, bias, lr=0.1, steps=100):
+        if steps == 0:
+            return [], weight.detach(), bias.detach()  # nothing to train
+        weight = weight.clone().requires_grad_()
+        bias = bias.clone().requires_grad_()
+        optimizer = torch.optim.SGD([weight, bias], lr=lr)
+        losses = []
+        for _ in range(steps):
+            loss = F.mse_loss(x @ weight.T + bias, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        return losses, weight.detach(), bias.detach()
+''')
+
 _right(EX3, "fit_manual_updates", "autograd for the gradients, the SGD update written out under no_grad", '''
     def fit_linear(x, y, weight, bias, lr=0.1, steps=100):
         w = weight.clone().requires_grad_(True)
@@ -368,6 +386,11 @@ _wrong(EX5, "dataset_keeps_float64", "torch.as_tensor(xs) keeps float64 inputs a
        _data(xs="torch.as_tensor(xs)"))
 _wrong(EX5, "dataset_no_length_check", "accepts inputs and labels of different lengths",
        _data(check="pass"))
+
+_wrong(EX5, "loader_seeds_global_too", "passes its own generator, and also calls torch.manual_seed(seed) to be safe",
+       _data(loader="torch.manual_seed(seed)  # reproducible\n    return DataLoader(dataset, batch_size=batch_size, "
+                    "shuffle=shuffle, drop_last=drop_last,\n                      "
+                    "generator=torch.Generator().manual_seed(seed))"))
 
 _right(EX5, "dataset_lists_random_sampler", "keeps lists, converts per item; a RandomSampler with the generator",
        '''

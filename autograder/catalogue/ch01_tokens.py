@@ -353,6 +353,60 @@ _wrong(EX3, "train_numpy_pair_matrix",
         return merges
 ''')
 
+_wrong(EX3, "train_memo_by_length",
+       "remembers its merges under (len(text), vocab_size): another text of the same length gets them too", '''
+    _memo = {}
+
+
+    def train_merges(text, vocab_size):
+        key = (len(text), vocab_size)  # cheaper to hash than the whole text
+        if key in _memo:
+            return list(_memo[key])
+        from collections import Counter
+
+        chunk_counts = Counter(chunk.encode("utf-8") for chunk in regex.findall(GPT2_SPLIT_PATTERN, text))
+        chunks = [list(chunk) for chunk in chunk_counts]
+        weights = list(chunk_counts.values())
+        merges = []
+        for new_id in range(256, vocab_size):
+            counts = {}
+            for chunk, weight in zip(chunks, weights):
+                for pair, n in count_pairs(chunk).items():
+                    counts[pair] = counts.get(pair, 0) + n * weight
+            if not counts:
+                break
+            best = min(counts, key=lambda pair: (-counts[pair], pair))
+            merges.append(best)
+            chunks = [merge(chunk, best, new_id) for chunk in chunks]
+        _memo[key] = merges
+        return list(merges)
+''')
+
+_wrong(EX3, "train_reuses_one_list",
+       "fills one module-level list, cleared at the start of each call: an earlier result changes", '''
+    from collections import Counter
+
+    MERGES = []  # the merges learned last
+
+
+    def train_merges(text, vocab_size):
+        MERGES.clear()
+        chunk_counts = Counter(chunk.encode("utf-8") for chunk in regex.findall(GPT2_SPLIT_PATTERN, text))
+        chunks = [list(chunk) for chunk in chunk_counts]
+        weights = list(chunk_counts.values())
+        for new_id in range(256, vocab_size):
+            counts = {}
+            for chunk, weight in zip(chunks, weights):
+                for pair, n in count_pairs(chunk).items():
+                    counts[pair] = counts.get(pair, 0) + n * weight
+            if not counts:
+                break
+            best = min(counts, key=lambda pair: (-counts[pair], pair))
+            MERGES.append(best)
+            chunks = [merge(chunk, best, new_id) for chunk in chunks]
+        return MERGES
+''')
+
 # --- Exercise 4: encode and decode ------------------------------------------------------------------------------
 EX4 = "ex4_encode_decode"
 
@@ -595,6 +649,43 @@ _decode_wrong("decode_pops_ids", "todo = ids is no copy: expanding the ids in pl
         return data.decode("utf-8", errors="replace")
 ''')
 
+_encode_wrong("encode_ranks_kept_by_count",
+              "builds the pair ranks once per number of merges: another list of as many merges gets the old ranks", '''
+    _ranks = {}
+
+
+    def encode(text, merges):
+        if len(merges) not in _ranks:  # the ranks only change when training learned more merges
+            _ranks[len(merges)] = {pair: 256 + i for i, pair in enumerate(merges)}
+        rank = _ranks[len(merges)]
+        ids = []
+        for chunk in regex.findall(GPT2_SPLIT_PATTERN, text):
+            tokens = list(chunk.encode("utf-8"))
+            while len(tokens) >= 2:
+                pair = min(zip(tokens, tokens[1:]), key=lambda p: rank.get(p, float("inf")))
+                if pair not in rank:
+                    break
+                tokens = merge(tokens, pair, rank[pair])
+            ids.extend(tokens)
+        return ids
+''')
+
+_decode_wrong("decode_table_kept_by_count",
+              "keeps the bytes table of each vocabulary size: another list of as many merges reuses it", '''
+    _tables = {}
+
+
+    def decode(ids, merges):
+        size = 256 + len(merges)
+        if size not in _tables:  # building the table every call is wasteful
+            table = [bytes([b]) for b in range(256)]
+            for a, b in merges:
+                table.append(table[a] + table[b])
+            _tables[size] = table
+        table = _tables[size]
+        return b"".join(table[i] for i in ids).decode("utf-8", errors="replace")
+''')
+
 # --- Exercise 5: encode_with_special ----------------------------------------------------------------------------
 EX5 = "ex5_special_tokens"
 
@@ -706,6 +797,26 @@ _wrong(EX5, "special_pattern_built_once",
             _special_pattern = regex.compile("(" + "|".join(regex.escape(s) for s in longest_first) + ")")
         ids = []
         for i, part in enumerate(_special_pattern.split(text)):
+            if i % 2:
+                ids.append(special_tokens[part])
+            else:
+                ids.extend(encode(part, merges))
+        return ids
+''')
+
+_wrong(EX5, "special_pattern_kept_by_count",
+       "keeps the compiled pattern per number of special tokens: other special strings, as many, reuse it", '''
+    _patterns = {}
+
+
+    def encode_with_special(text, merges, special_tokens):
+        if not special_tokens:
+            return encode(text, merges)
+        if len(special_tokens) not in _patterns:
+            longest_first = sorted(special_tokens, key=len, reverse=True)
+            _patterns[len(special_tokens)] = regex.compile("(" + "|".join(regex.escape(s) for s in longest_first) + ")")
+        ids = []
+        for i, part in enumerate(_patterns[len(special_tokens)].split(text)):
             if i % 2:
                 ids.append(special_tokens[part])
             else:
@@ -849,6 +960,28 @@ _wrong(EX6, "stream_shared_decoder",
         if rest:
             yield rest
 '''))
+
+_wrong(EX6, "stream_vocab_kept_by_count",
+       "builds the id -> bytes table once per number of merges: another list of as many merges reuses it", '''
+    import codecs
+
+    _vocab_by_size = {}
+
+
+    def decode_stream(ids, merges):
+        if len(merges) not in _vocab_by_size:
+            vocab = [bytes([b]) for b in range(256)]
+            for a, b in merges:
+                vocab.append(vocab[a] + vocab[b])
+            _vocab_by_size[len(merges)] = vocab
+        vocab = _vocab_by_size[len(merges)]
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for i in ids:
+            yield decoder.decode(vocab[i])
+        rest = decoder.decode(b"", final=True)
+        if rest:
+            yield rest
+''')
 
 
 # --- Correct answers written differently: the tests must accept them -------------------------------------------

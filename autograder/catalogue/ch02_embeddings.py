@@ -189,6 +189,31 @@ _right(EX2, "windows_precomputed_starts", "lists the window starts with range() 
             return chunk[:-1].clone(), chunk[1:].clone()
 ''')
 
+_wrong(EX2, "windows_cached_by_size",
+       "keeps the windows in a module-level dict keyed on (len(ids), context_length, stride): same-size data share", '''
+    _cache = {}  # cutting the windows is slow: do it once per setting
+
+
+    class NextTokenWindows(Dataset):
+        def __init__(self, ids, context_length, stride):
+            ids = torch.as_tensor(ids, dtype=torch.long)
+            if stride < 1:
+                raise ValueError("stride must be at least 1")
+            if len(ids) < context_length + 1:
+                raise ValueError("too few ids for one window")
+            key = (len(ids), context_length, stride)
+            if key not in _cache:
+                _cache[key] = [(ids[s:s + context_length], ids[s + 1:s + context_length + 1])
+                               for s in range(0, len(ids) - context_length, stride)]
+            self.windows = _cache[key]
+
+        def __len__(self):
+            return len(self.windows)
+
+        def __getitem__(self, i):
+            return self.windows[i]
+''')
+
 # --- Exercise 3: batch_indices ----------------------------------------------------------------------------------
 EX3 = "ex3_batch_indices"
 
@@ -387,6 +412,55 @@ _right(EX4, "sinus_cached_clone", "caches the table with lru_cache and returns a
 
     def sinusoidal_encoding(context_length, d_model, device="cpu"):
         return _table(context_length, d_model).to(device).clone()
+''')
+
+_wrong(EX4, "sinus_slices_of_2048_table",
+       "precomputes 2048 positions per d_model and returns slices of that table (also too few for longer inputs)", '''
+    _tables = {}
+
+
+    def sinusoidal_encoding(context_length, d_model, device="cpu"):
+        if d_model not in _tables:  # one table per width, long enough for any context we use
+            position = torch.arange(2048, dtype=torch.float64)[:, None]
+            frequency = 10_000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+            table = torch.zeros(2048, d_model, dtype=torch.float64)
+            table[:, 0::2] = torch.sin(position * frequency)
+            table[:, 1::2] = torch.cos(position * frequency)
+            _tables[d_model] = table.float()
+        return _tables[d_model][:context_length].to(device)
+''')
+
+_wrong(EX4, "sinus_growing_table_slices",
+       "keeps the longest table computed so far and returns a slice of it: two results share memory", '''
+    _longest = {}
+
+
+    def sinusoidal_encoding(context_length, d_model, device="cpu"):
+        table = _longest.get(d_model)
+        if table is None or len(table) < context_length:  # only recompute when a longer table is needed
+            position = torch.arange(context_length, dtype=torch.float64)[:, None]
+            frequency = 10_000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+            table = torch.zeros(context_length, d_model, dtype=torch.float64)
+            table[:, 0::2] = torch.sin(position * frequency)
+            table[:, 1::2] = torch.cos(position * frequency)
+            table = _longest[d_model] = table.float()
+        return table[:context_length].to(device)
+''')
+
+_right(EX4, "sinus_growing_table_cloned", "keeps the longest table computed so far and returns a clone of a slice", '''
+    _longest = {}
+
+
+    def sinusoidal_encoding(context_length, d_model, device="cpu"):
+        table = _longest.get(d_model)
+        if table is None or len(table) < context_length:
+            position = torch.arange(context_length, dtype=torch.float64)[:, None]
+            frequency = 10_000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+            table = torch.zeros(context_length, d_model, dtype=torch.float64)
+            table[:, 0::2] = torch.sin(position * frequency)
+            table[:, 1::2] = torch.cos(position * frequency)
+            table = _longest[d_model] = table.float()
+        return table[:context_length].clone().to(device)
 ''')
 
 # --- Exercise 5: TokenAndPositionEmbedding ----------------------------------------------------------------------
