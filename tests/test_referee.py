@@ -138,6 +138,11 @@ def first_half(x):
 def doubled(x):
     return {"twice": [x * 2]}
 
+def add_into(layer, x):
+    h = layer(layer(x))  # twice: the second time, x reaches the test as an object it has seen before
+    h += x  # in place: changes x too when layer returns its input
+    return h
+
 def exit_later():
     import os, threading
     threading.Timer(0.2, lambda: os._exit(1)).start()
@@ -170,7 +175,7 @@ def ask(kernel):
             names = link.lookup(["echo", "same", "shared", "append_one", "fill_", "counter", "anything", "always",
                                  "Box", "count", "fails", "apply", "take_two", "loop_forever", "ignore_interrupts",
                                  "square_sum", "detached", "big", "deep", "sparse", "draw", "garbage", "MyError",
-                                 "rows_of_table", "first_half", "doubled"])
+                                 "rows_of_table", "first_half", "doubled", "add_into"])
             return fn(names)
         finally:
             type(learner).link = None
@@ -282,6 +287,10 @@ def test_the_tests_callables_and_iterators_run_here(ask):
         assert n["take_two"](source) == [7, 8] and next(source) == 9  # the learner took exactly two
         # The learner's code calls the test's callable, which calls the learner's code again.
         assert n["apply"](lambda x: n["echo"](x) * 3, 2) == 7
+        # A test's callable that returns its argument returns the learner's very object, as Python would.
+        x = torch.ones(2)
+        n["add_into"](lambda h: h, x)
+        assert torch.equal(x, torch.full((2,), 2.0)), "the learner's in-place add reached its own x"
         with pytest.raises(RuntimeError, match="grader's test code"):
             n["apply"](lambda x: 1 / 0, 1)  # the test's exception reaches the learner without its message
     ask(drive)

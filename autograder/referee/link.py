@@ -291,7 +291,8 @@ class Link:
             target = self.exported.get(header.get("target"))
             if target is None or header.get("op") not in ("call", "next"):
                 raise LinkBroken("protocol", "the learner's side asked for something the grader never gave it")
-            payload = wire.Decoder(buffers, self.limits, self.resolve, self.identities).decode(header.get("payload"))
+            decoder = wire.Decoder(buffers, self.limits, self.resolve, self.identities)
+            payload = decoder.decode(header.get("payload"))
             if header["op"] == "next":
                 value = next(target)
             else:
@@ -299,7 +300,9 @@ class Link:
                 if not isinstance(args, list) or not isinstance(kwargs, dict):
                     raise wire.WireError("a call without a list of arguments and a dict of keywords")
                 value = target(*args, **kwargs)
-            encoder = wire.Encoder(self.export)
+            # A callable that returns one of its arguments returns that very object to the learner's code, as in
+            # Python (a sub-layer `lambda h: h` hands back the learner's own tensor).
+            encoder = wire.Encoder(self.export, refs={id(m): i for i, m in enumerate(decoder.mutables)})
             reply.update(ok=True, payload=encoder.encode([value]))
             out_buffers = encoder.buffers
         except (CellTimeout, LinkBroken):

@@ -114,6 +114,7 @@ class Encoder:
             token = self.identify(value) if self.identify is not None else None
             if token is not None:
                 if token in self._done:
+                    self.mutables.append(value)  # counted as the decoder counts it, so {"arg": i} still lines up
                     return {"same": token}
                 if token in self._active:
                     raise TypeError("a value that contains itself cannot be sent")
@@ -243,12 +244,21 @@ class Decoder:
         if type(old) is not type(value):
             raise WireError("a named value that changed its type")
         update_in_place(old, value)
+        self._stands_for(value, old)
         return old
 
     def _same(self, token, depth):
         if not isinstance(token, int) or token not in self.identities:
             raise WireError(f"a reference to a value never sent: {token!r}")
+        self.mutables.append(self.identities[token])
         return self.identities[token]
+
+    def _stands_for(self, decoded, kept) -> None:
+        """``kept`` is the object the receiver uses for ``decoded``: list it in its place among the mutables."""
+        for index in range(len(self.mutables) - 1, -1, -1):
+            if self.mutables[index] is decoded:
+                self.mutables[index] = kept
+                return
 
     def _items(self, payload, depth):
         if not isinstance(payload, list):
