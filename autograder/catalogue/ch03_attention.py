@@ -616,3 +616,172 @@ _right(EX5, "gqa_query_groups_broadcast",
         out = scaled_dot_product_attention(q, k, v, causal_mask(T, device=x.device))  # (B, n_kv, group, T, d_head)
         return F.linear(out.permute(0, 3, 1, 2, 4).reshape(B, T, d_model), w_out)
 ''')
+
+# --- Large and small cases, caches and fresh masks: mistakes that only unusual inputs or repeated calls show -------
+
+_wrong(EX1, "attention_fill_minus_1e4",
+       "fills blocked scores with -1e4 and zeroes them after the softmax: below -1e4 the blocked keys take the weight",
+       '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, -1e4)  # exp(-1e4) is 0 anyway
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)  # rows with nothing allowed
+        weights = F.dropout(weights, p=dropout_p, training=training)
+        return weights @ v
+''')
+
+_wrong(EX2, "causal_mask_slice_of_cached_table",
+       "builds one 1024 x 1024 mask once and returns slices of it: every caller shares it, and T > 1024 breaks",
+       '''
+    _CAUSAL = torch.ones(1024, 1024, dtype=torch.bool).tril()  # GPT-2's context, built once
+
+
+    def causal_mask(T, device=None):
+        return _CAUSAL[:T, :T].to(device)
+''' + _PADDING)
+
+_wrong(EX2, "padding_mask_cached_by_shape",
+       "caches the padding mask under (batch size, T): another batch of the same shape gets the old lengths",
+       _CAUSAL + '''
+    _masks = {}
+
+
+    def padding_mask(lengths, T, device=None):
+        key = (len(lengths), T, str(device))
+        if key not in _masks:
+            lengths = torch.as_tensor(lengths, device=device)
+            _masks[key] = (torch.arange(T, device=device) < lengths[:, None])[:, None, None, :]
+        return _masks[key].clone()
+''')
+
+_wrong(EX4, "mha_softmax_by_hand_overflows",
+       "writes the softmax as exp / sum without subtracting the row maximum: float32 scores above 88 give nan", '''
+    def causal_self_attention(x, w_qkv, b_qkv, w_out, b_out, n_heads):
+        B, T, d_model = x.shape
+        q, k, v = (split_heads(t, n_heads) for t in F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d_model // n_heads)
+        scores = scores.masked_fill(~causal_mask(T, device=x.device), float("-inf"))
+        exp = torch.exp(scores)
+        out = exp / exp.sum(dim=-1, keepdim=True) @ v
+        return F.linear(merge_heads(out), w_out, b_out)
+''')
+
+_wrong(EX5, "gqa_mask_skipped_for_short_sequences",
+       "skips the causal mask when T <= 2, thinking one or two tokens have no future to hide", '''
+    def grouped_query_attention(x, w_q, w_k, w_v, w_out, n_heads, n_kv_heads):
+        T = x.shape[1]
+        group = n_heads // n_kv_heads
+        q = split_heads(F.linear(x, w_q), n_heads)
+        k = split_heads(F.linear(x, w_k), n_kv_heads).repeat_interleave(group, dim=1)
+        v = split_heads(F.linear(x, w_v), n_kv_heads).repeat_interleave(group, dim=1)
+        mask = causal_mask(T, device=x.device) if T > 2 else None  # nothing much to hide in a couple of tokens
+        return F.linear(merge_heads(scaled_dot_product_attention(q, k, v, mask)), w_out)
+''')
+
+_wrong(EX5, "gqa_softmax_by_hand_overflows",
+       "writes the softmax as exp / sum without subtracting the row maximum: float32 scores above 88 give nan", '''
+    def grouped_query_attention(x, w_q, w_k, w_v, w_out, n_heads, n_kv_heads):
+        T = x.shape[1]
+        group = n_heads // n_kv_heads
+        q = split_heads(F.linear(x, w_q), n_heads)
+        k = split_heads(F.linear(x, w_k), n_kv_heads).repeat_interleave(group, dim=1)
+        v = split_heads(F.linear(x, w_v), n_kv_heads).repeat_interleave(group, dim=1)
+        scores = (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).masked_fill(~causal_mask(T, device=x.device),
+                                                                                 float("-inf"))
+        exp = scores.exp()
+        return F.linear(merge_heads(exp / exp.sum(-1, keepdim=True) @ v), w_out)
+''')
+
+_wrong(EX6, "cross_padding_mask_cached_per_batch_size",
+       "keeps the padding mask of the first call for each batch size: other lengths of that size reuse it", '''
+    _padding = {}
+
+
+    def cross_attention(x, memory, w_qkv, b_qkv, w_out, b_out, n_heads, memory_lengths=None):
+        d_model = x.shape[-1]
+        w_q, w_k, w_v = w_qkv.split(d_model)
+        b_q, b_k, b_v = b_qkv.split(d_model)
+        q = split_heads(F.linear(x, w_q, b_q), n_heads)
+        k = split_heads(F.linear(memory, w_k, b_k), n_heads)
+        v = split_heads(F.linear(memory, w_v, b_v), n_heads)
+        mask = None
+        if memory_lengths is not None:
+            B = memory.shape[0]
+            if B not in _padding:
+                _padding[B] = padding_mask(memory_lengths, memory.shape[1], device=x.device)
+            mask = _padding[B]
+        return F.linear(merge_heads(scaled_dot_product_attention(q, k, v, mask)), w_out, b_out)
+''')
+
+_wrong(EX6, "cross_padding_mask_as_wide_as_longest",
+       "builds the padding mask max(memory_lengths) wide: when every sequence is padded it no longer matches S", '''
+    def cross_attention(x, memory, w_qkv, b_qkv, w_out, b_out, n_heads, memory_lengths=None):
+        d_model = x.shape[-1]
+        w_q, w_k, w_v = w_qkv.split(d_model)
+        b_q, b_k, b_v = b_qkv.split(d_model)
+        q = split_heads(F.linear(x, w_q, b_q), n_heads)
+        k = split_heads(F.linear(memory, w_k, b_k), n_heads)
+        v = split_heads(F.linear(memory, w_v, b_v), n_heads)
+        mask = None
+        if memory_lengths is not None:
+            mask = padding_mask(memory_lengths, max(memory_lengths), device=x.device)  # the longest is not padded
+        return F.linear(merge_heads(scaled_dot_product_attention(q, k, v, mask)), w_out, b_out)
+''')
+
+_wrong(EX6, "cross_lengths_truth_value",
+       "tests `if memory_lengths:`: a tensor of lengths raises (its truth value is ambiguous)", '''
+    def cross_attention(x, memory, w_qkv, b_qkv, w_out, b_out, n_heads, memory_lengths=None):
+        d_model = x.shape[-1]
+        w_q, w_k, w_v = w_qkv.split(d_model)
+        b_q, b_k, b_v = b_qkv.split(d_model)
+        q = split_heads(F.linear(x, w_q, b_q), n_heads)
+        k = split_heads(F.linear(memory, w_k, b_k), n_heads)
+        v = split_heads(F.linear(memory, w_v, b_v), n_heads)
+        mask = padding_mask(memory_lengths, memory.shape[1], device=x.device) if memory_lengths else None
+        return F.linear(merge_heads(scaled_dot_product_attention(q, k, v, mask)), w_out, b_out)
+''')
+
+_wrong(EX6, "cross_softmax_by_hand_overflows",
+       "writes the softmax as exp / sum without subtracting the row maximum: float32 scores above 88 give nan", '''
+    def cross_attention(x, memory, w_qkv, b_qkv, w_out, b_out, n_heads, memory_lengths=None):
+        d_model = x.shape[-1]
+        w_q, w_k, w_v = w_qkv.split(d_model)
+        b_q, b_k, b_v = b_qkv.split(d_model)
+        q = split_heads(F.linear(x, w_q, b_q), n_heads)
+        k = split_heads(F.linear(memory, w_k, b_k), n_heads)
+        v = split_heads(F.linear(memory, w_v, b_v), n_heads)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d_model // n_heads)
+        if memory_lengths is not None:
+            scores = scores.masked_fill(~padding_mask(memory_lengths, memory.shape[1], device=x.device), -1e30)
+        exp = scores.exp()
+        return F.linear(merge_heads(exp / exp.sum(-1, keepdim=True) @ v), w_out, b_out)
+''')
+
+_right(EX6, "cross_lengths_compared_in_place_of_mask",
+       "builds the key padding mask inline from the lengths (list or tensor) with torch.as_tensor", '''
+    def cross_attention(x, memory, w_qkv, b_qkv, w_out, b_out, n_heads, memory_lengths=None):
+        B, S, d_model = memory.shape
+        q, k, v = (F.linear(t, w, b) for t, w, b in zip((x, memory, memory), w_qkv.chunk(3), b_qkv.chunk(3)))
+        q, k, v = (split_heads(t, n_heads) for t in (q, k, v))
+        mask = None
+        if memory_lengths is not None:
+            lengths = torch.as_tensor(memory_lengths, device=x.device).view(B, 1, 1, 1)
+            mask = torch.arange(S, device=x.device) < lengths
+        return F.linear(merge_heads(scaled_dot_product_attention(q, k, v, mask)), w_out, b_out)
+''')
+
+_wrong(EX2, "padding_mask_memoised",
+       "memoises padding masks by (lengths, T, device): the same lengths get the same tensor back", _CAUSAL + '''
+    _seen = {}
+
+
+    def padding_mask(lengths, T, device=None):
+        key = (tuple(int(n) for n in lengths), T, str(device))
+        if key not in _seen:
+            lengths = torch.as_tensor(lengths, device=device)
+            _seen[key] = (torch.arange(T, device=device) < lengths[:, None])[:, None, None, :]
+        return _seen[key]
+''')

@@ -547,3 +547,28 @@ _right(EX1, "layer_norm_two_pass_centred", "centres once, keeps the centred tens
         centred = x - x.mean(dim=-1, keepdim=True)
         return centred * torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + eps) * weight + bias
 ''')
+
+# --- Training: gradients through the block ---------------------------------------------------------------------------
+
+_wrong(EX4, "block_under_no_grad", "wraps the block in torch.no_grad(), copying the test cell: nothing can train", '''
+    def transformer_block(x, attention, feed_forward, norm1, norm2):
+        with torch.no_grad():
+            h = x + attention(norm1(x))
+            return h + feed_forward(norm2(h))
+''')
+
+_wrong(EX4, "block_adds_residual_in_place",
+       "h = attention(norm1(x)); h += x: when a sub-layer hands back its input, x itself changes", '''
+    def transformer_block(x, attention, feed_forward, norm1, norm2):
+        h = attention(norm1(x))
+        h += x
+        out = feed_forward(norm2(h))
+        out += h
+        return out
+''')
+
+_wrong(EX4, "block_detaches_residual", "adds x.detach() as the residual, so no gradient flows along the shortcut", '''
+    def transformer_block(x, attention, feed_forward, norm1, norm2):
+        h = x.detach() + attention(norm1(x))
+        return h + feed_forward(norm2(h))
+''')
