@@ -5,7 +5,8 @@
 Runs a *copy* of the notebook, in memory, the way the grader will (``autograder.referee``): your cells in a fresh
 Python kernel whose working directory is the notebook's folder, the course's test cells in this process, calling
 your code. Test cells you edited or deleted are checked as the course wrote them, as the grader will. Your file is
-never written. Then, for each test cell:
+never written. Then, for each exercise (named as its heading numbers it, with the functions it asks for; an exercise
+that fails while using an earlier one that fails says to fix that one first):
 
     ✓ passed    ✗ failed, with the test's message    ⚠ not attempted yet (the exercise raises NotImplementedError)
 
@@ -245,9 +246,9 @@ def mark_follow_on_failures(results: list[TestResult]) -> None:
     """A failing exercise that uses what an earlier, failing exercise defines may only fail because of it: say so,
     so that the learner fixes the earlier one first."""
     for i, result in enumerate(results):
-        if result.status in ("passed", "not attempted"):
+        if result.status in ("passed", "not attempted") or result.exercise is None:
             continue
-        for earlier in results[:i]:
+        for earlier in (r for r in results[:i] if r.exercise is not None):
             used = [name for name in earlier.exercise.defines if name in result.exercise.uses]
             if earlier.status != "passed" and used:
                 result.follows = (f"It uses {', '.join(used)} from {earlier.title.split(':')[0]}, which does not pass "
