@@ -419,3 +419,44 @@ _right(EX5, "dataset_lists_random_sampler", "keeps lists, converts per item; a R
         sampler = RandomSampler(dataset, generator=generator) if shuffle else None
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
 ''')
+
+# --- count_parameters on any module, and loaders used side by side ----------------------------------------------
+_wrong(EX4, "count_state_dict_entries", "adds up the tensors of model.state_dict(): buffers are counted as parameters",
+       _mlp(count="return sum(t.numel() for t in model.state_dict().values()) if not trainable_only else "
+                  "sum(p.numel() for p in model.parameters() if p.requires_grad)"))
+_wrong(EX4, "count_direct_children_only",
+       "walks model.children() with parameters(recurse=False): layers nested deeper are missed",
+       _mlp(count="return sum(p.numel() for layer in model.children() for p in layer.parameters(recurse=False) "
+                  "if p.requires_grad or not trainable_only)"))
+_wrong(EX4, "count_hidden_and_output_only", "counts model.hidden and model.output, the two layers it knows of",
+       _mlp(count="return sum(p.numel() for layer in (model.hidden, model.output) for p in layer.parameters() "
+                  "if p.requires_grad or not trainable_only)"))
+
+_wrong(EX5, "loader_shared_generator",
+       "one module-level generator for every loader, reseeded by each make_loader: a second loader moves the first",
+       '''
+    from torch.utils.data import DataLoader, Dataset
+
+    _generator = torch.Generator()  # made once, reused by every loader
+
+
+    class PairDataset(Dataset):
+        def __init__(self, xs, ys):
+            self.xs = torch.as_tensor(xs).to(torch.float32)
+            self.ys = torch.as_tensor(ys).to(torch.long)
+            if len(self.xs) != len(self.ys):
+                raise ValueError("xs and ys differ")
+
+        def __len__(self):
+            return len(self.xs)
+
+        def __getitem__(self, i):
+            if i >= len(self):
+                raise IndexError(i)
+            return self.xs[i], self.ys[i]
+
+
+    def make_loader(dataset, batch_size, shuffle=False, seed=0, drop_last=False):
+        _generator.manual_seed(seed)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=_generator)
+''')

@@ -1146,3 +1146,27 @@ _right(EX6, "stream_by_hand",
         if pending:
             yield pending.decode("utf-8", errors="replace")
 '''))
+
+_wrong(EX5, "special_cached_by_names",
+       "caches the pattern and the id table by the tuple of special strings: the same strings with other ids get "
+       "the ids of the first call", '''
+    _cache = {}
+
+
+    def encode_with_special(text, merges, special_tokens):
+        if not special_tokens:
+            return encode(text, merges)
+        names = tuple(special_tokens)
+        if names not in _cache:  # the names decide the pattern, so they make the key
+            longest_first = sorted(special_tokens, key=len, reverse=True)
+            pattern = regex.compile("(" + "|".join(regex.escape(s) for s in longest_first) + ")")
+            _cache[names] = (pattern, dict(special_tokens))
+        pattern, ids_of = _cache[names]
+        ids = []
+        for i, part in enumerate(pattern.split(text)):
+            if i % 2:
+                ids.append(ids_of[part])
+            else:
+                ids.extend(encode(part, merges))
+        return ids
+''')

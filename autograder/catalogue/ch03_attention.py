@@ -785,3 +785,63 @@ _wrong(EX2, "padding_mask_memoised",
             _seen[key] = (torch.arange(T, device=device) < lengths[:, None])[:, None, None, :]
         return _seen[key]
 ''')
+
+# --- Remembered state, fixed-size tables, rounding in place, arguments returned -----------------------------------
+_wrong(EX3, "merge_heads_remembers_n_heads",
+       "split_heads remembers n_heads for merge_heads: merging heads split with another count goes wrong", '''
+    _last = {"n_heads": 1}
+
+
+    def split_heads(x, n_heads):
+        _last["n_heads"] = n_heads  # merge_heads needs it back
+        B, T, d_model = x.shape
+        return x.view(B, T, n_heads, d_model // n_heads).transpose(1, 2)
+
+
+    def merge_heads(x):
+        B, _, T, d_head = x.shape
+        n_heads = _last["n_heads"]
+        return x.transpose(1, 2).reshape(B, T, n_heads * d_head)
+''')
+
+_wrong(EX4, "mha_mask_table_1024",
+       "slices the causal mask from a table built once for 1024 positions, GPT-2's context: longer inputs break", '''
+    _MASK = torch.ones(1024, 1024, dtype=torch.bool).tril()  # GPT-2's context length
+
+
+    def causal_self_attention(x, w_qkv, b_qkv, w_out, b_out, n_heads):
+        T = x.shape[1]
+        q, k, v = (split_heads(t, n_heads) for t in F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1))
+        out = scaled_dot_product_attention(q, k, v, _MASK[:T, :T].to(x.device))
+        return F.linear(merge_heads(out), w_out, b_out)
+''')
+
+_wrong(EX4, "mha_folds_scale_and_restores",
+       "scales the query rows of w_qkv and b_qkv in place and multiplies them back after: rounding changes them", '''
+    def causal_self_attention(x, w_qkv, b_qkv, w_out, b_out, n_heads):
+        B, T, d_model = x.shape
+        scale = math.sqrt(d_model // n_heads)
+        with torch.no_grad():
+            w_qkv[:d_model] /= scale  # fold the 1/sqrt(d_head) into the queries...
+            b_qkv[:d_model] /= scale
+        q, k, v = (split_heads(t, n_heads) for t in F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1))
+        with torch.no_grad():
+            w_qkv[:d_model] *= scale  # ...and put the weights back as they were
+            b_qkv[:d_model] *= scale
+        scores = (q @ k.transpose(-2, -1)).masked_fill(~causal_mask(T, device=x.device), float("-inf"))
+        return F.linear(merge_heads(torch.softmax(scores, dim=-1) @ v), w_out, b_out)
+''')
+
+_wrong(EX1, "attention_one_key_returns_v",
+       "with a single key every weight is 1, so it returns v itself: the caller's result and v are one tensor", '''
+    def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+        if k.shape[-2] == 1 and q.shape[-2] == 1 and mask is None and not (training and dropout_p > 0):
+            return v  # softmax over one key is 1: nothing to compute
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)
+        return F.dropout(weights, p=dropout_p, training=training) @ v
+''')

@@ -572,3 +572,46 @@ _wrong(EX4, "block_detaches_residual", "adds x.detach() as the residual, so no g
         h = x.detach() + attention(norm1(x))
         return h + feed_forward(norm2(h))
 ''')
+
+# --- Arguments changed or returned on special cases: one vector, nothing to compute, nothing to rotate ------------
+_wrong(EX1, "layer_norm_one_vector_in_place",
+       "for a single vector scales and shifts in place, weight.mul_(x_hat).add_(bias): the caller's weight changes", '''
+    def layer_norm(x, weight, bias, eps=1e-5):
+        mean = x.mean(dim=-1, keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+        x_hat = (x - mean) / torch.sqrt(var + eps)
+        if x_hat.shape == weight.shape:  # one vector: no need for another tensor
+            return weight.mul_(x_hat).add_(bias)
+        return weight * x_hat + bias
+''')
+
+_wrong(EX3, "gelu_empty_returns_x", "returns x itself when it is empty, as there is nothing to compute", '''
+    def gelu(x):
+        if x.numel() == 0:
+            return x
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+''')
+
+_wrong(EX6, "rope_one_position_returns_x",
+       "returns x itself for a single position with no positions given: position 0 rotates by 0", '''
+    def apply_rope(x, positions=None, base=10000.0):
+        T, d_head = x.shape[-2], x.shape[-1]
+        if positions is None:
+            if T == 1:
+                return x  # position 0: the angle is 0, nothing turns
+            positions = torch.arange(T, device=x.device)
+        positions = torch.as_tensor(positions, device=x.device).to(x.dtype)
+        half = d_head // 2
+        theta = base ** (-torch.arange(0, d_head, 2, dtype=x.dtype, device=x.device) / d_head)
+        angles = positions[:, None] * theta[None, :]
+        cos, sin = angles.cos(), angles.sin()
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+''')
+
+_wrong(EX2, "rms_norm_empty_returns_x", "returns x itself when it is empty: there is no vector to normalise", '''
+    def rms_norm(x, weight, eps=1e-6):
+        if x.numel() == 0:
+            return x
+        return weight * x * torch.rsqrt((x * x).mean(dim=-1, keepdim=True) + eps)
+''')
