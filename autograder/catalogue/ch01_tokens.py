@@ -382,6 +382,31 @@ _wrong(EX3, "train_memo_by_length",
         return list(merges)
 ''')
 
+_wrong(EX3, "train_memo_hands_out_its_list",
+       "functools.lru_cache on train_merges: the same text and vocab_size give the very same list every time", '''
+    from collections import Counter
+    from functools import lru_cache
+
+
+    @lru_cache(maxsize=None)
+    def train_merges(text, vocab_size):
+        chunk_counts = Counter(chunk.encode("utf-8") for chunk in regex.findall(GPT2_SPLIT_PATTERN, text))
+        chunks = [list(chunk) for chunk in chunk_counts]
+        weights = list(chunk_counts.values())
+        merges = []
+        for new_id in range(256, vocab_size):
+            counts = {}
+            for chunk, weight in zip(chunks, weights):
+                for pair, n in count_pairs(chunk).items():
+                    counts[pair] = counts.get(pair, 0) + n * weight
+            if not counts:
+                break
+            best = min(counts, key=lambda pair: (-counts[pair], pair))
+            merges.append(best)
+            chunks = [merge(chunk, best, new_id) for chunk in chunks]
+        return merges
+''')
+
 _wrong(EX3, "train_reuses_one_list",
        "fills one module-level list, cleared at the start of each call: an earlier result changes", '''
     from collections import Counter
