@@ -13,6 +13,9 @@ One module per concept, following the path of the data through a language model:
 - ``model``           the GPT: LayerNorm/RMSNorm, GELU/SwiGLU, blocks, the model, parameter counts (Chapter 4)
 - ``gpt2_weights``    loading published GPT-2 weights (Hugging Face layout) into the course model, offline (Chapter 4)
 - ``families``        encoder-only (BERT-style) and encoder-decoder models, MLM masking, a toy reversal task (Chapter 4)
+- ``loss``            next-token cross-entropy from logits, perplexity, evaluation on held-out data (Chapter 5)
+- ``optim``           AdamW written out, the warm-up + cosine schedule, clipping by the global norm (Chapter 5)
+- ``checkpoint``      save and resume a training run bit for bit: one safetensors file, never pickle (Chapter 5)
 - ``device``          where tensors live: CUDA, then Apple MPS, then CPU
 - ``seed``            seeding Python, NumPy and PyTorch in one place
 - ``tolerances``      how close two results must be, per dtype and device, for tests and exercises
