@@ -5,7 +5,8 @@ than the model's weights: the optimizer's moments, the step count (the learning-
 the random generators' states (the next batch and the next dropout mask depend on them). With all of them restored,
 resuming on a CPU continues bit for bit like the uninterrupted run (``tests/test_checkpoint.py`` checks it).
 
-Format: one ``.safetensors`` file. Its tensors are the model's (``model.<name>``), the optimizer's per-parameter
+Format: one ``.safetensors`` file. Its tensors are the model's (``model.<name>``; a tied weight once, its second
+name an alias in the metadata), the optimizer's per-parameter
 state (``optimizer.<index>.<name>``) and PyTorch's generator state; everything else (step, learning rates, the
 Python and NumPy generator states, your own ``extra`` values) is JSON in the file's metadata. Nothing is pickled, so
 loading a checkpoint cannot run code. The file is written next to its final name and renamed into place, so a crash
@@ -28,8 +29,9 @@ def save_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
                     extra: dict | None = None) -> Path:
     """Write model, optimizer, ``step``, the generators' states and ``extra`` (JSON values) to ``path``."""
     path = Path(path)
-    tensors = {f"model.{name}": t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
-    state = {"format": FORMAT, "step": int(step), "extra": extra or {}, "rng": _rng_state(tensors)}
+    tensors, aliases = _model_tensors(model)
+    state = {"format": FORMAT, "step": int(step), "extra": extra or {}, "aliases": aliases,
+             "rng": _rng_state(tensors)}
     if optimizer is not None:
         saved = optimizer.state_dict()
         state["optimizer"] = {"param_groups": saved["param_groups"], "scalars": {}}
@@ -64,8 +66,9 @@ def load_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
         state = json.loads(metadata["gptcourse"])
         tensors = {key: f.get_tensor(key) for key in f.keys()}
     device = next(iter(model.state_dict().values()), torch.empty(0)).device
-    model.load_state_dict({key[len("model."):]: t.to(device) for key, t in tensors.items()
-                           if key.startswith("model.")})
+    weights = {key[len("model."):]: t.to(device) for key, t in tensors.items() if key.startswith("model.")}
+    weights.update({name: weights[same] for name, same in state.get("aliases", {}).items()})
+    model.load_state_dict(weights)
     if optimizer is not None:
         if "optimizer" not in state:
             raise ValueError(f"{path} holds no optimizer state; save it with save_checkpoint(..., optimizer=...)")
@@ -81,6 +84,20 @@ def load_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     if restore_rng:
         _restore_rng(state["rng"], tensors)
     return {"step": state["step"], "extra": state["extra"]}
+
+
+def _model_tensors(model) -> tuple[dict, dict]:
+    """The model's tensors by name, each stored once: a tied weight (the output head reusing the token embedding)
+    is one tensor under two names, so the second name is recorded as an alias of the first."""
+    tensors, aliases, first_name = {}, {}, {}
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        if t.numel() and key in first_name:
+            aliases[name] = first_name[key]
+            continue
+        first_name[key] = name
+        tensors[f"model.{name}"] = t.detach().contiguous().cpu()
+    return tensors, aliases
 
 
 def _rng_state(tensors: dict) -> dict:
