@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # pip's warnings about this machine's extra local indexes are noise for a learner; hide just those lines.
 PIPFILTER := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: help install book notebooks test test-fast lab check exercises tokenizer grade bench gpu-check clean
+.PHONY: help install book notebooks test test-fast lab check exercises tokenizer pretrain grade bench gpu-check clean
 
 help:
 	@echo "make book       build the site into _build/html (executes every chapter; cached)"
@@ -21,6 +21,7 @@ help:
 	@echo "make install    set up .venv with the pinned requirements (the other targets do it when needed)"
 	@echo "make exercises  regenerate the student notebooks in exercises/ from solutions/"
 	@echo "make tokenizer  retrain the course tokenizer (gptcourse/data/course_bpe.json)"
+	@echo "make pretrain   train the course model once (cached in ~/.cache/gptcourse; Chapters 6 and 7 use it)"
 	@echo "make grade SUBMISSIONS=dir WORKSPACE=dir [ARGS=\"--jobs 2\"]   grade <student>/<chapter>/<nb>.ipynb (python -m autograder.grade -h)"
 	@echo "make bench      print the benchmarks"
 	@echo "make gpu-check  the checks that need a CUDA GPU (says so and exits 0 where there is none)"
@@ -66,6 +67,9 @@ exercises: $(STAMP)
 
 tokenizer: $(STAMP)
 	$(BIN)/python -m gptcourse.course_tokenizer
+
+pretrain: $(STAMP)
+	$(BIN)/python -m gptcourse.pretrain
 
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(WORKSPACE)" || { echo "Usage: make grade SUBMISSIONS=path/to/submissions WORKSPACE=path/outside/repo"; exit 2; }

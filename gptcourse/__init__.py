@@ -17,6 +17,7 @@ One module per concept, following the path of the data through a language model:
 - ``optim``           AdamW written out, the warm-up + cosine schedule, clipping by the global norm (Chapter 5)
 - ``checkpoint``      save and resume a training run bit for bit: one safetensors file, never pickle (Chapter 5)
 - ``train``           the pretraining loop: random windows, accumulation, clipping, schedule, evaluation, resume (Ch. 5)
+- ``pretrain``        the course model: trained once per recipe and cached outside git (Chapter 5; used by 6 and 7)
 - ``device``          where tensors live: CUDA, then Apple MPS, then CPU
 - ``seed``            seeding Python, NumPy and PyTorch in one place
 - ``tolerances``      how close two results must be, per dtype and device, for tests and exercises
