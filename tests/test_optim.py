@@ -90,11 +90,7 @@ def test_adamw_state_dict_round_trip_continues_identically():
     resumed = AdamW(_groups(ps_new))
     resumed.load_state_dict(saved)
     assert resumed.param_groups[0]["lr"] == 3e-2 and resumed.param_groups[1]["betas"] == (0.8, 0.99)
-    for s in range(5, 10):
-        _set_grads(ps_ours, s, dtype)
-        _set_grads(ps_new, s, dtype)
-        ours.step()
-        resumed.step()
+    _run(ours, resumed, ps_ours, ps_new, 5, dtype, first=5)
     for a, b in zip(ps_ours, ps_new):
         assert torch.equal(a, b)
     assert ours.state[ps_ours[0]]["step"].item() == 10
@@ -103,11 +99,7 @@ def test_adamw_state_dict_round_trip_continues_identically():
     ps_torch = [p.detach().clone().requires_grad_() for p in ps_ours]
     torch_opt = torch.optim.AdamW(_groups(ps_torch), foreach=False)
     torch_opt.load_state_dict(copy.deepcopy(ours.state_dict()))
-    for s in range(10, 13):
-        _set_grads(ps_ours, s, dtype)
-        _set_grads(ps_torch, s, dtype)
-        ours.step()
-        torch_opt.step()
+    _run(ours, torch_opt, ps_ours, ps_torch, 3, dtype, first=10)
     for a, b in zip(ps_ours, ps_torch):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
