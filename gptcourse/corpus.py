@@ -13,6 +13,7 @@ Python's documentation changes a little between Python releases, so anything tra
 
 import hashlib
 import random
+import re
 
 from pydoc_data.topics import topics as _PYDOC_TOPICS
 
@@ -93,18 +94,76 @@ def split_text(text: str, heldout_fraction: float = 0.1) -> tuple[str, str]:
     return text[:cut], text[cut:].lstrip("\n")
 
 
-def course_splits(num_story_chars: int = 250_000, heldout_fraction: float = 0.1) -> tuple[str, str]:
-    """The course corpus as (train, heldout) text, about 0.7 MB in all by default.
-
-    Each part mixes Python's documentation (split at a paragraph) with generated stories; the held-out stories come
-    from another seed, so nothing held out was seen in training.
-    """
+def course_documents(num_story_chars: int = 250_000, heldout_fraction: float = 0.1) -> tuple[list[str], list[str]]:
+    """The course corpus as (train, heldout) lists of documents: Python's help pages (split at a paragraph, one
+    document each side), then one document per story. The held-out stories come from another seed, so nothing held
+    out was seen in training."""
     docs_train, docs_heldout = split_text(python_docs_text(), heldout_fraction)
-    stories_train = generate_stories(num_story_chars, seed=0)
-    stories_heldout = generate_stories(int(num_story_chars * heldout_fraction), seed=1)
-    return docs_train + "\n\n" + stories_train, docs_heldout + "\n\n" + stories_heldout
+    stories_train = generate_stories(num_story_chars, seed=0).split("\n\n")
+    stories_heldout = generate_stories(int(num_story_chars * heldout_fraction), seed=1).split("\n\n")
+    return [docs_train] + stories_train, [docs_heldout] + stories_heldout
+
+
+def course_splits(num_story_chars: int = 250_000, heldout_fraction: float = 0.1) -> tuple[str, str]:
+    """The course corpus as (train, heldout) text, about 0.7 MB in all by default: the documents of
+    ``course_documents`` separated by blank lines."""
+    train, heldout = course_documents(num_story_chars, heldout_fraction)
+    return "\n\n".join(train), "\n\n".join(heldout)
 
 
 def fingerprint(text: str) -> str:
     """A short SHA-256 of the text, to tell whether two machines trained on the same corpus."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# --- Does a sentence belong to the story grammar? (Chapter 5 measures samples with it) ---
+# The grammar is ours, so we can tell for certain whether a sampled sentence is one the story generator could have
+# written: every sentence of _story() as a pattern over the same word lists. A sentence that repeats a word (the
+# lost thing, the animal) must repeat the same one.
+
+def _any(words: list[str]) -> str:
+    return "(?:" + "|".join(re.escape(word) for word in words) + ")"
+
+
+def _with_article(words: list[str], capital: bool = False) -> str:
+    phrases = [_a(word) for word in words]
+    return _any([p[0].upper() + p[1:] for p in phrases] if capital else phrases)
+
+
+_N, _AN, _TH = _any(_NAMES), _any(_ANIMALS), _any(_THINGS)
+_PL, _FE = _any(_PLACES), _any(_FEELINGS)
+_STORY_SENTENCES = [
+    rf"{_any(_TIMES)}, {_N} went to {_PL} with {_with_article(_ADJECTIVES)} {_AN}\.",
+    rf"{_any([w.capitalize() for w in _WEATHER])}, and {_N} felt {_FE}\.",
+    rf"{_N} had {_with_article(_COLOURS)} (?P<thing>{_TH}), but soon the (?P=thing) was gone\.",
+    rf'"Where is my {_TH}\?" asked {_N}\.',
+    rf"The {_AN} looked under {_with_article(_THINGS)} near {_PL}\.",
+    rf"They walked to {_PL} and looked everywhere\.",
+    rf"{_with_article(_ADJECTIVES, capital=True)} {_AN} said it had seen {_with_article(_COLOURS)} {_TH}\.",
+    rf"{_N} asked the (?P<animal>{_AN}) to help, and the (?P=animal) said yes\.",
+    r"They counted to (?:[2-9]|1[0-9]|20) and started again\.",
+    rf"{_N} was {_FE}, but did not stop looking\.",
+    rf"At last the {_AN} found the {_TH} in {_PL}, and {_N} laughed\.",
+    rf"In the end the {_TH} was in {_N}'s pocket all along\.",
+    rf"The {_TH} was never found, so {_N} made a new one with the {_AN}\.",
+    r"The end\.|From that day on, they were best friends\.|Then they went home\.",
+]
+_SENTENCE_PATTERNS = [re.compile(pattern) for pattern in _STORY_SENTENCES]
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of ``text``: cut after '.', '!' or '?' followed by white space (a '?' inside quotes stays)."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+def is_story_sentence(sentence: str) -> bool:
+    """Whether the story grammar can produce ``sentence`` exactly (words, articles, punctuation and repeats)."""
+    return any(pattern.fullmatch(sentence) for pattern in _SENTENCE_PATTERNS)
+
+
+def grammatical_share(text: str) -> float:
+    """The share of the complete sentences of ``text`` that the story grammar can produce (0.0 for none)."""
+    sentences = split_sentences(text)
+    if sentences and not sentences[-1].endswith((".", "!", "?")):
+        sentences = sentences[:-1]  # an unfinished last sentence is not judged
+    return sum(map(is_story_sentence, sentences)) / len(sentences) if sentences else 0.0

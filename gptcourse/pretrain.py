@@ -5,6 +5,7 @@ Chapters 6 and 7 start from it. ``course_model()`` returns it: loaded from the c
 cached. Training is seeded, so the same recipe gives the same model on the same machine. From the command line::
 
     python -m gptcourse.pretrain            (make pretrain)    train it, or say where the cached one is
+    python -m gptcourse.pretrain --size gpu                    a larger model, for a GPU (``SIZES["gpu"]``)
 
 The cache lives outside git, in ``$GPTCOURSE_CACHE`` (default ``~/.cache/gptcourse``), one safetensors file per
 recipe, named by the recipe's fingerprint: changing any setting, the corpus or the tokenizer trains a new model.
@@ -22,6 +23,7 @@ import torch
 
 from . import corpus
 from .checkpoint import load_checkpoint, save_checkpoint
+from .bpe import ENDOFTEXT
 from .course_tokenizer import VOCAB_SIZE, recorded_facts
 from .data import encode_text
 from .device import pick_device
@@ -35,16 +37,43 @@ class Recipe:
     """Everything that decides the course model: change one value and a new model is trained and cached."""
 
     model: GPTConfig = field(default_factory=lambda: GPTConfig(
-        vocab_size=VOCAB_SIZE, context_length=128, d_model=128, n_layers=4, n_heads=4, dropout=0.1))
+        vocab_size=VOCAB_SIZE + 1, context_length=128, d_model=128, n_layers=4, n_heads=4, dropout=0.1))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=600, batch_size=16, context_length=128, max_lr=3e-3, min_lr=3e-4, warmup_steps=30, eval_every=100,
         eval_batches=8))
+    story_chars: int = 250_000  # characters of generated stories in the training text (the help pages are fixed)
     seed: int = 0
 
     def fingerprint(self, corpus_fingerprint: str) -> str:
         """A short hash of the recipe, the corpus and the tokenizer: the cached model's name."""
         facts = {"recipe": asdict(self), "corpus": corpus_fingerprint, "tokenizer": recorded_facts()}
         return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# On a GPU the course model grows by one setting, ``--size gpu``: wider, deeper, longer windows, sixteen times more
+# stories, bfloat16 and PyTorch's fused kernels. Chapters 6 and 7 use "cpu", which every machine trains in minutes.
+SIZES = {
+    "cpu": Recipe(),
+    "gpu": Recipe(
+        model=GPTConfig(vocab_size=VOCAB_SIZE + 1, context_length=256, d_model=384, n_layers=6, n_heads=6,
+                        dropout=0.1, use_sdpa=True, use_fused_ops=True),
+        train=TrainConfig(steps=3000, batch_size=64, context_length=256, max_lr=1e-3, min_lr=1e-4, warmup_steps=100,
+                          eval_every=250, eval_batches=16, precision="bfloat16"),
+        story_chars=4_000_000),
+}
+
+
+def course_texts(story_chars: int = Recipe.story_chars) -> tuple[str, str]:
+    """The course corpus as (train, heldout) text, its documents (the help pages, each story) separated by
+    ``<|endoftext|>``: the model learns where a text ends, and Chapter 6 stops writing there."""
+    train, heldout = corpus.course_documents(story_chars)
+    return ENDOFTEXT.join(train), ENDOFTEXT.join(heldout)
+
+
+def course_ids(story_chars: int = Recipe.story_chars) -> tuple[torch.Tensor, torch.Tensor]:
+    """``course_texts()`` as course-tokenizer ids (``<|endoftext|>`` is the one id after the merges)."""
+    train_text, heldout_text = course_texts(story_chars)
+    return encode_text(train_text), encode_text(heldout_text)
 
 
 def cache_dir() -> Path:
@@ -54,7 +83,7 @@ def cache_dir() -> Path:
 def course_model(recipe: Recipe = Recipe(), device=None, progress: bool = True) -> tuple[GPT, dict]:
     """The course model (in eval mode) and what its cache file says: ``{"step", "extra": {history, recipe}}``."""
     device = torch.device(device) if device is not None else pick_device()
-    train_text, heldout_text = corpus.course_splits()
+    train_text, heldout_text = course_texts(recipe.story_chars)
     path = cache_dir() / f"course-model-{recipe.fingerprint(corpus.fingerprint(train_text))}.safetensors"
     set_seed(recipe.seed)  # the starting weights too
     model = GPT(recipe.model).to(device)
@@ -76,8 +105,10 @@ def course_model(recipe: Recipe = Recipe(), device=None, progress: bool = True) 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gptcourse.pretrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", help="cpu, cuda, mps (default: the course's choice, gptcourse.device)")
+    parser.add_argument("--size", choices=SIZES, default="cpu",
+                        help="cpu: the course model of Chapters 6 and 7 (default); gpu: a larger one, for a GPU")
     args = parser.parse_args(argv)
-    model, info = course_model(device=args.device)
+    model, info = course_model(SIZES[args.size], device=args.device)
     history = info["extra"]["history"]
     print(f"The course model: {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"held-out loss {history['val_loss'][-1]:.3f} after {info['step']} steps; cached in {cache_dir()}")

@@ -7,7 +7,7 @@ from gptcourse import pretrain
 from gptcourse.model import GPTConfig
 from gptcourse.train import TrainConfig
 
-TINY = pretrain.Recipe(model=GPTConfig(vocab_size=2048, context_length=16, d_model=16, n_layers=1, n_heads=2),
+TINY = pretrain.Recipe(model=GPTConfig(vocab_size=2049, context_length=16, d_model=16, n_layers=1, n_heads=2),
                        train=TrainConfig(steps=3, batch_size=2, context_length=16, warmup_steps=1, eval_every=3,
                                          eval_batches=1))
 
@@ -30,3 +30,18 @@ def test_trained_once_per_recipe_then_loaded(tmp_path, monkeypatch):
     assert other.fingerprint("corpus") != TINY.fingerprint("corpus") != TINY.fingerprint("other corpus")
     with pytest.raises(AssertionError, match="loaded, not trained"):
         pretrain.course_model(other, device="cpu", progress=False)  # another recipe: would train a new model
+
+
+def test_documents_end_with_endoftext_and_the_model_has_room_for_it():
+    train_ids, heldout_ids = pretrain.course_ids()
+    eot = pretrain.VOCAB_SIZE  # the one id after the merges
+    assert pretrain.Recipe().model.vocab_size == eot + 1
+    assert int((train_ids == eot).sum()) > 500 and int((heldout_ids == eot).sum()) > 50
+    assert int(train_ids.max()) == eot and int(train_ids.min()) >= 0
+
+
+def test_the_gpu_size_is_a_bigger_recipe_of_its_own():
+    cpu, gpu = pretrain.SIZES["cpu"], pretrain.SIZES["gpu"]
+    assert cpu == pretrain.Recipe() and cpu.fingerprint("c") != gpu.fingerprint("c")
+    assert gpu.model.d_model > cpu.model.d_model and gpu.story_chars > cpu.story_chars
+    assert gpu.train.precision == "bfloat16" and gpu.model.vocab_size == cpu.model.vocab_size
