@@ -80,6 +80,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.encoding
 	$(BIN)/python -m benchmarks.attention
 	$(BIN)/python -m benchmarks.gpt_model
+	$(BIN)/python -m benchmarks.pretraining
 	$(BIN)/python -m benchmarks.book_build
 	$(BIN)/python -m benchmarks.grading
 

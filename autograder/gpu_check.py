@@ -7,7 +7,9 @@ Where CUDA is present:
    implementations (the hidden tests run on the GPU as well as the CPU);
 2. a small class graded twice, ``--device cuda`` and ``--device cpu``: per chapter the reference answer, the untouched
    stub and catalogued mistakes; the grades must be the same;
-3. a summary: each step, its time, and what it found.
+3. the bfloat16 training MFU of GPT-2 small (124M) against the GPU's measured bfloat16 matrix-product FLOP/s
+   (``python -m benchmarks.pretraining --gpu``, a few steps): printed, and the step fails only if it crashes;
+4. a summary: each step, its time, and what it found.
 
 Elsewhere it says there is no GPU and exits 0. Later chapters add their GPU checks to ``GPU_TESTS``.
 """
@@ -27,7 +29,8 @@ from autograder.course import REPO_ROOT, chapters
 #: Test files with CUDA branches (devices_to_test) or that run the chapters' tests; a chapter adds its own.
 GPU_TESTS = ["tests/test_tolerances_and_seed.py", "tests/test_device.py", "tests/test_embeddings.py",
              "tests/test_attention.py", "tests/test_model.py", "tests/test_families.py", "tests/test_gpt2_weights.py",
-             "tests/test_referee.py", "tests/test_catalogue.py", "tests/test_exercises.py"]
+             "tests/test_referee.py", "tests/test_catalogue.py", "tests/test_exercises.py", "tests/test_train.py",
+             "tests/test_flops.py", "tests/test_distributed.py"]
 #: Submissions per chapter in the class graded on both devices: the reference, the stub, and this many mistakes.
 MISTAKES_PER_CHAPTER = 3
 
@@ -90,6 +93,8 @@ def main() -> int:
                         "identical" if not differ else f"differ for {differ[:5]}"))
         for key in differ[:10]:
             print(f"  {key}: cuda {found['cuda'].get(key)}, cpu {found['cpu'].get(key)}")
+    code, seconds, tail = run("bf16 training MFU", [sys.executable, "-m", "benchmarks.pretraining", "--gpu"])
+    summary.append(("bf16 training MFU, GPT-2 124M", code == 0, seconds, tail.splitlines()[-1].strip() if tail else ""))
     print("\nGPU check summary")
     for step, ok, seconds, detail in summary:
         print(f"  {'✓' if ok else '✗'} {step:<32} {seconds:6.0f} s  {detail}")

@@ -24,11 +24,12 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
     logits = logits.reshape(-1, logits.shape[-1])
     targets = targets.reshape(-1)
     keep = targets != ignore_index
-    logits, targets = logits[keep], targets[keep]
     # log softmax = logit - logsumexp(logits); logsumexp subtracts the row's maximum first, so large logits cannot
-    # overflow exp() (a float32 logit of 100 would).
-    log_probs = logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
-    return -log_probs.mean()
+    # overflow exp() (a float32 logit of 100 would). Ignored positions pick token 0 and are then zeroed: cheaper than
+    # selecting the kept rows (a copy of the logits, and a slow backward).
+    picked = logits.gather(1, torch.where(keep, targets, 0)[:, None]).squeeze(1)
+    log_probs = torch.where(keep, picked - torch.logsumexp(logits, dim=-1), 0.0)
+    return -log_probs.sum() / keep.sum()
 
 
 def perplexity(mean_loss: float) -> float:
