@@ -37,7 +37,8 @@ class Recipe:
     """Everything that decides the course model: change one value and a new model is trained and cached."""
 
     model: GPTConfig = field(default_factory=lambda: GPTConfig(
-        vocab_size=VOCAB_SIZE + 1, context_length=128, d_model=128, n_layers=4, n_heads=4, dropout=0.1))
+        vocab_size=VOCAB_SIZE + 1, context_length=128, d_model=128, n_layers=4, n_heads=4, dropout=0.1,
+        use_sdpa=True, use_fused_ops=True))  # PyTorch's kernels: Chapter 4's results, about 1.2x faster
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=600, batch_size=16, context_length=128, max_lr=3e-3, min_lr=3e-4, warmup_steps=30, eval_every=100,
         eval_batches=8))
