@@ -463,7 +463,8 @@ def course_run(tmp_path_factory):
     expected = {chapter: add_chapter(subs, chapter) for chapter in chapters()}
     before = tree_hashes(subs)
     start = time.perf_counter()
-    proc = run_module("autograder.grade", subs, "--workspace", base / "workspace")
+    # Two at a time, as an instructor on a 2-core box would (and the parallel path on every real chapter).
+    proc = run_module("autograder.grade", subs, "--workspace", base / "workspace", "--jobs", "2")
     print(f"\ngraded 3 learners x {len(expected)} chapters in {time.perf_counter() - start:.1f} s")
     rows = read_csv(base / "workspace" / "grades.csv")
     return {"proc": proc, "scores": {(r["student"], r["chapter"]): r for r in rows}, "expected": expected,
