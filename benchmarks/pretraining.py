@@ -4,18 +4,19 @@
     python -m benchmarks.pretraining --gpu [--gpu-compile]
 
 Everything runs on the course model's shape and batch (``gptcourse.pretrain.Recipe``: 4 layers, d_model 128, 4 heads,
-context 128, vocabulary 2048, dropout 0.1; batches of 16 windows). Every contestant runs the course's own training
-step, ``gptcourse.train._one_step``: the same random windows of the same token stream, the forward pass, the
-course's cross-entropy, backward, gradient clipping, the course's AdamW. Within each comparison the contestants'
-steps alternate, so that a busy moment of the (shared) machine hits them all alike; the median step time counts.
+context 128, vocabulary 2049, PyTorch's fused kernels, no dropout; batches of 16 windows). Every contestant runs the
+course's own training step, ``gptcourse.train._one_step``: the same random windows of the same token stream, the
+forward pass, the course's cross-entropy, backward, gradient clipping, the course's AdamW. Within each comparison the
+contestants' steps alternate, so that a busy moment of the (shared) machine hits them all alike; the median step
+time counts.
 
 (a) The course GPT against ``transformers``' ``GPT2LMHeadModel`` built from the same configuration, with the same
-    weights (their losses are checked equal first): the course model as the Recipe trains it (every formula written
-    out) and with PyTorch's fused kernels (``use_sdpa``, ``use_fused_ops``, the same computation). Target: the fused
-    course model at least 1.1x transformers.
+    weights (their losses are checked equal first): the course model as the Recipe trains it, with PyTorch's fused
+    kernels (``use_sdpa``, ``use_fused_ops``), and with Chapter 4's formulas written out (the same computation).
+    Target: the fused course model at least 1.1x transformers.
 (b) The FLOP/s of training (``gptcourse.flops``: 6 N + 12 L T d per token) as a share of this CPU's float32
     matrix-product FLOP/s, measured in this run on square products as large as the model's (MFU). Target: 60 %.
-    To show where the rest goes, the same model without dropout, and the course's cross-entropy timed alone.
+    To show where the rest goes, the same model with dropout 0.1, and the course's cross-entropy timed alone.
 (c) ``TrainConfig(precision="bfloat16")``: the forward pass under bfloat16 autocast, against float32.
 (d) ``TrainConfig(compile=True)``: the step through ``torch.compile(model)``, against eager. The compilations
     (tens of seconds each on two cores) come first and are reported apart from the timing.
@@ -110,9 +111,10 @@ def against_transformers(config: GPTConfig, ids, train_config, steps) -> None:
     """(a): the course GPT, from scratch and fused, against transformers' GPT-2 with the same weights."""
     torch.manual_seed(0)
     theirs = transformers_gpt2(config).train()
-    scratch = load_gpt2_state_dict(GPT(config), theirs.state_dict()).train()
+    scratch = load_gpt2_state_dict(GPT(from_scratch(config)), theirs.state_dict()).train()
     fused = load_gpt2_state_dict(GPT(replace(config, use_sdpa=True, use_fused_ops=True)), theirs.state_dict()).train()
-    models = {"course GPT, from scratch (as the Recipe trains it)": scratch, "course GPT, fused kernels": fused,
+    models = {"course GPT, from scratch (Chapter 4's formulas)": scratch,
+              "course GPT, fused kernels (as the Recipe trains it)": fused,
               f"transformers GPT2LMHeadModel ({theirs.config._attn_implementation} attention)": LogitsOnly(theirs)}
     x, y = ids[None, : config.context_length], ids[None, 1: config.context_length + 1]
     with torch.no_grad():
@@ -126,7 +128,7 @@ def against_transformers(config: GPTConfig, ids, train_config, steps) -> None:
 
 
 def utilisation(config: GPTConfig, ids, train_config, steps) -> None:
-    """(b): MFU of the fused course model, with the Recipe's dropout and without; the loss's share of a step."""
+    """(b): MFU of the fused course model as the Recipe trains it, and with dropout; the loss's share of a step."""
     tokens = train_config.batch_size * train_config.context_length
     size = matmul_size_like(config, tokens)
     peak = matmul_flops_per_s(size, torch.float32)
@@ -134,8 +136,9 @@ def utilisation(config: GPTConfig, ids, train_config, steps) -> None:
     print(f"  {per_token / 1e6:.2f} MFLOP per token (6 N + 12 L T d); this CPU's {size} x {size} float32 products: "
           f"{peak / 1e9:.0f} GFLOP/s")
     fused = replace(config, use_sdpa=True, use_fused_ops=True)
-    throughput = race({"course GPT, fused kernels": (GPT(fused).train(), train_config),
-                       "the same without dropout": (GPT(replace(fused, dropout=0.0)).train(), train_config)}, ids, steps)
+    contestants = {"course GPT, fused kernels": (GPT(fused).train(), train_config),
+                   "the same with dropout 0.1": (GPT(replace(fused, dropout=0.1)).train(), train_config)}
+    throughput = race(contestants, ids, steps)
     show(throughput, per_token, peak)
     speed = throughput["course GPT, fused kernels"]
     print(f"  {'MFU, the Recipe with fused kernels':48s} {speed * per_token / peak:9.0%}   (target >= 60%)")
@@ -153,8 +156,14 @@ def _timed(fn) -> float:
 
 
 def variants(config: GPTConfig) -> dict[str, GPTConfig]:
-    """The course model as the Recipe trains it, and with fused kernels: (c) and (d) measure both."""
-    return {"from scratch": config, "fused kernels": replace(config, use_sdpa=True, use_fused_ops=True)}
+    """The course model with Chapter 4's formulas and with fused kernels (as the Recipe trains it): (c) and (d)
+    measure both."""
+    return {"from scratch": from_scratch(config), "fused kernels": replace(config, use_sdpa=True, use_fused_ops=True)}
+
+
+def from_scratch(config: GPTConfig) -> GPTConfig:
+    """``config`` with every formula of Chapter 4 written out (no fused attention, norm or GELU kernels)."""
+    return replace(config, use_sdpa=False, use_fused_ops=False)
 
 
 def pairs_race(contestants: dict, ids, steps: int, label: str) -> None:
