@@ -855,18 +855,20 @@ EX7 = "ex7_train_step"
 
 _STEP = '''
     def train_step(model, optimizer, micro_batches, max_norm):
-        optimizer.zero_grad()
+        {start}
         K = len(micro_batches)
         total = 0.0
         for x, y in micro_batches:
-            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            {zero_in_loop}loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
             {backward}
             total += loss.item()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
+        {update}
         return {result}
 '''
-_STEP_OK = dict(backward="(loss / K).backward()", result="total / K")
+# A slot of several lines carries its own indentation after each newline (4 spaces in the body, 8 in the loop).
+_CLIP = "torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)"
+_STEP_OK = dict(start="optimizer.zero_grad()", zero_in_loop="", backward="(loss / K).backward()",
+                update=_CLIP + "\n    optimizer.step()", result="total / K")
 
 
 def _step(**change: str) -> str:
@@ -879,85 +881,24 @@ _wrong(EX7, "step_returns_sum", "returns the sum of the micro-batch losses inste
        _step(result="total"))
 _wrong(EX7, "step_returns_tensor", "returns the mean as a 0-d tensor", _step(result="torch.tensor(total / K)"))
 
-_wrong(EX7, "step_zero_grad_in_loop", "zero_grad() inside the loop: only the last micro-batch's gradient is left", '''
-    def train_step(model, optimizer, micro_batches, max_norm):
-        K = len(micro_batches)
-        total = 0.0
-        for x, y in micro_batches:
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            (loss / K).backward()
-            total += loss.item()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
-        return total / K
-''')
+_wrong(EX7, "step_zero_grad_in_loop", "zero_grad() inside the loop: only the last micro-batch's gradient is left",
+       _step(start="", zero_in_loop="optimizer.zero_grad()\n        "))
 
-_wrong(EX7, "step_never_zero_grad", "never clears the gradients: the previous step's stay in .grad", '''
-    def train_step(model, optimizer, micro_batches, max_norm):
-        K = len(micro_batches)
-        total = 0.0
-        for x, y in micro_batches:
-            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            (loss / K).backward()
-            total += loss.item()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
-        return total / K
-''')
+_wrong(EX7, "step_never_zero_grad", "never clears the gradients: the previous step's stay in .grad",
+       _step(start=""))
 
-_wrong(EX7, "step_clip_per_micro_batch", "clips after every micro-batch's backward instead of once", '''
-    def train_step(model, optimizer, micro_batches, max_norm):
-        optimizer.zero_grad()
-        K = len(micro_batches)
-        total = 0.0
-        for x, y in micro_batches:
-            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            (loss / K).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            total += loss.item()
-        optimizer.step()
-        return total / K
-''')
+_wrong(EX7, "step_clip_per_micro_batch", "clips after every micro-batch's backward instead of once",
+       _step(backward="(loss / K).backward()\n        " + _CLIP, update="optimizer.step()"))
 
-_wrong(EX7, "step_per_micro_batch", "optimizer.step() after every micro-batch: K small steps, not one", '''
-    def train_step(model, optimizer, micro_batches, max_norm):
-        K = len(micro_batches)
-        total = 0.0
-        for x, y in micro_batches:
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            (loss / K).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            optimizer.step()
-            total += loss.item()
-        return total / K
-''')
+_wrong(EX7, "step_per_micro_batch", "optimizer.step() after every micro-batch: K small steps, not one",
+       _step(start="", zero_in_loop="optimizer.zero_grad()\n        ",
+             backward="(loss / K).backward()\n        " + _CLIP + "\n        optimizer.step()", update=""))
 
-_wrong(EX7, "step_clip_after_step", "clips after optimizer.step(): the step has already used the full gradient", '''
-    def train_step(model, optimizer, micro_batches, max_norm):
-        optimizer.zero_grad()
-        K = len(micro_batches)
-        total = 0.0
-        for x, y in micro_batches:
-            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            (loss / K).backward()
-            total += loss.item()
-        optimizer.step()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        return total / K
-''')
+_wrong(EX7, "step_clip_after_step", "clips after optimizer.step(): the step has already used the full gradient",
+       _step(update="optimizer.step()\n    " + _CLIP))
 
-_wrong(EX7, "step_last_loss", "returns the last micro-batch's loss", '''
-    def train_step(model, optimizer, micro_batches, max_norm):
-        optimizer.zero_grad()
-        for x, y in micro_batches:
-            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            (loss / len(micro_batches)).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
-        return loss.item()
-''')
+_wrong(EX7, "step_last_loss", "returns the last micro-batch's loss",
+       _step(result="loss.item()"))
 
 _wrong(EX7, "step_one_big_batch", "concatenates the micro-batches and runs them at once: no accumulation", '''
     def train_step(model, optimizer, micro_batches, max_norm):
@@ -971,33 +912,11 @@ _wrong(EX7, "step_one_big_batch", "concatenates the micro-batches and runs them 
         return loss.item()
 ''')
 
-_wrong(EX7, "step_sets_train_mode", "calls model.train() first, whatever mode the caller chose", '''
-    def train_step(model, optimizer, micro_batches, max_norm):
-        model.train()
-        optimizer.zero_grad()
-        K = len(micro_batches)
-        total = 0.0
-        for x, y in micro_batches:
-            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            (loss / K).backward()
-            total += loss.item()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        optimizer.step()
-        return total / K
-''')
+_wrong(EX7, "step_sets_train_mode", "calls model.train() first, whatever mode the caller chose",
+       _step(start="model.train()\n    optimizer.zero_grad()"))
 
-_wrong(EX7, "step_no_clipping", "forgets to clip the gradients", '''
-    def train_step(model, optimizer, micro_batches, max_norm):
-        optimizer.zero_grad()
-        K = len(micro_batches)
-        total = 0.0
-        for x, y in micro_batches:
-            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            (loss / K).backward()
-            total += loss.item()
-        optimizer.step()
-        return total / K
-''')
+_wrong(EX7, "step_no_clipping", "forgets to clip the gradients",
+       _step(update="optimizer.step()"))
 
 _right(EX7, "step_one_backward", "one backward() of the mean of the K losses (more memory, the same gradient)", '''
     def train_step(model, optimizer, micro_batches, max_norm):
