@@ -79,6 +79,14 @@ class Catalogue:
         self.alternatives.append(CorrectAlternative(grade_id, name, how, dedent(source).strip() + "\n"))
 
 
+def template(source: str, **defaults: str):
+    """A learner's answer with ``{slots}``: returns ``fill(**change)``, the answer with every slot at its default (the
+    correct line) except the changed ones. One mistake per entry, each written as the one line it changes."""
+    def fill(**change: str) -> str:
+        return dedent(source).format(**{**defaults, **change})
+    return fill
+
+
 def chapters_with_catalogue() -> list[str]:
     """The chapters that have a catalogue module."""
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))

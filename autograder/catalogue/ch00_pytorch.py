@@ -5,9 +5,8 @@ Each source replaces a whole solution cell of ``solutions/ch00_pytorch/pytorch.i
 learner would write it; the other exercises keep the reference solution.
 """
 
-from textwrap import dedent
 
-from . import Catalogue
+from . import Catalogue, template
 
 _catalogue = Catalogue()
 WRONG, ALTERNATIVES = _catalogue.wrong_implementations, _catalogue.alternatives
@@ -92,8 +91,7 @@ _STEP_OK = dict(grad_w="2 * (error * x).mean()", grad_b="2 * error.mean()",
                 update="w, b = w - lr * grad_w.item(), b - lr * grad_b.item()", result="w, b")
 
 
-def _step(**change: str) -> str:
-    return dedent(_STEP).format(**{**_STEP_OK, **change})
+_step = template(_STEP, **_STEP_OK)
 
 
 _wrong(EX2, "step_no_factor_two", "forgets the 2 of the derivative of the square",
@@ -151,8 +149,7 @@ _FIT_OK = dict(weight="weight.clone().requires_grad_()", bias="bias.clone().requ
                loss="F.mse_loss(x @ weight.T + bias, y)", zero_grad="optimizer.zero_grad()", record="loss.item()")
 
 
-def _fit(**change: str) -> str:
-    return dedent(_FIT).format(**{**_FIT_OK, **change})
+_fit = template(_FIT, **_FIT_OK)
 
 
 _wrong(EX3, "fit_no_zero_grad", "never clears the gradients: each step uses the sum of all gradients so far",
@@ -268,8 +265,7 @@ _MLP_OK = dict(bias="", forward="self.output(torch.relu(self.hidden(x)))",
                count="return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)")
 
 
-def _mlp(**change: str) -> str:
-    return dedent(_MLP).format(**{**_MLP_OK, **change})
+_mlp = template(_MLP, **_MLP_OK)
 
 
 _wrong(EX4, "mlp_no_relu", "forgets the ReLU: two linear layers make one linear map",
@@ -364,8 +360,7 @@ _DATA_OK = dict(xs="torch.as_tensor(xs).to(torch.float32)", ys="torch.as_tensor(
                        "generator=torch.Generator().manual_seed(seed))")
 
 
-def _data(**change: str) -> str:
-    return dedent(_DATA).format(**{**_DATA_OK, **change})
+_data = template(_DATA, **_DATA_OK)
 
 
 _wrong(EX5, "loader_global_seed", "torch.manual_seed(seed) instead of a generator of the loader's own",

@@ -6,9 +6,8 @@ learner would write it; the other exercises keep the reference solution. Mistake
 created on the CPU) are left out: CI has no GPU to prove that the hidden tests catch them.
 """
 
-from textwrap import dedent
 
-from . import Catalogue
+from . import Catalogue, template
 
 _catalogue = Catalogue()
 WRONG, ALTERNATIVES = _catalogue.wrong_implementations, _catalogue.alternatives
@@ -104,8 +103,7 @@ _WINDOWS_OK = dict(too_short="len(self.ids) < context_length + 1",
                    start="i * self.stride", y_slice="start + 1:start + self.context_length + 1", result="x, y")
 
 
-def _windows(**change: str) -> str:
-    return dedent(_WINDOWS).format(**{**_WINDOWS_OK, **change})
+_windows = template(_WINDOWS, **_WINDOWS_OK)
 
 
 _wrong(EX2, "windows_len_off_by_one", "counts windows as (n - context_length) // stride + 1: the last y is too short",
@@ -231,8 +229,7 @@ _BATCHES_OK = dict(order="torch.randperm(n, generator=torch.Generator().manual_s
                    drop="if drop_last and batches and len(batches[-1]) < batch_size:\n            batches.pop()")
 
 
-def _batches(**change: str) -> str:
-    return dedent(_BATCHES).format(**{**_BATCHES_OK, **change})
+_batches = template(_BATCHES, **_BATCHES_OK)
 
 
 _wrong(EX3, "batches_drop_last_ignored", "never drops the partial batch, whatever drop_last says",
@@ -333,8 +330,7 @@ _SINUS = '''
 _SINUS_OK = dict(first="0", last="context_length", base="10_000.0", denominator="d_model", even="0::2", odd="1::2")
 
 
-def _sinus(**change: str) -> str:
-    return dedent(_SINUS).format(**{**_SINUS_OK, **change})
+_sinus = template(_SINUS, **_SINUS_OK)
 
 
 _wrong(EX4, "sinus_sin_cos_swapped", "cosines in the even columns, sines in the odd ones",
@@ -486,8 +482,7 @@ _EMBED_OK = dict(positions="torch.arange(T, device=ids.device)",
                  body="return self.dropout(self.token_embedding(ids) + self.position_embedding(positions))")
 
 
-def _embed(**change: str) -> str:
-    return dedent(_EMBED).format(**{**_EMBED_OK, **change})
+_embed = template(_EMBED, **_EMBED_OK)
 
 
 _wrong(EX5, "embed_positions_from_one", "positions 1 to T instead of 0 to T - 1",
@@ -569,8 +564,7 @@ _NEIGHBOURS_OK = dict(unit="weight / weight.norm(dim=1, keepdim=True)", similari
                       exclude="-float('inf')", top="similarity.topk(k).indices.tolist()")
 
 
-def _neighbours(**change: str) -> str:
-    return dedent(_NEIGHBOURS).format(**{**_NEIGHBOURS_OK, **change})
+_neighbours = template(_NEIGHBOURS, **_NEIGHBOURS_OK)
 
 
 _wrong(EX6, "neighbours_dot_product", "ranks by the plain dot product: long vectors win", _neighbours(unit="weight"))

@@ -11,7 +11,7 @@ from textwrap import dedent
 
 from autograder.course import SOLUTIONS_DIR
 
-from . import Catalogue
+from . import Catalogue, template
 
 _catalogue = Catalogue()
 WRONG, ALTERNATIVES = _catalogue.wrong_implementations, _catalogue.alternatives
@@ -34,8 +34,7 @@ _CE = '''
 _CE_OK = dict(keep="targets != ignore_index", logsumexp="torch.logsumexp(logits, dim=-1)", result="-log_probs.mean()")
 
 
-def _ce(**change: str) -> str:
-    return dedent(_CE).format(**{**_CE_OK, **change})
+_ce = template(_CE, **_CE_OK)
 
 
 _wrong(EX1, "ce_no_max_subtracted", "log(sum(exp(logits))) as written: exp overflows to inf for logits of 1e4",
@@ -339,8 +338,7 @@ _SCHEDULE_OK = dict(warm="max_lr * (step + 1) / warmup_steps", after="float(min_
                     decay="min_lr + (max_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))")
 
 
-def _schedule(**change: str) -> str:
-    return dedent(_SCHEDULE).format(**{**_SCHEDULE_OK, **change})
+_schedule = template(_SCHEDULE, **_SCHEDULE_OK)
 
 
 _wrong(EX3, "lr_warmup_from_zero", "warm-up max_lr * step / W: step 0 has learning rate 0",
@@ -444,8 +442,7 @@ _CLIP_OK = dict(norm="torch.sqrt(sum((g.double() ** 2).sum() for g in grads))", 
                 condition="scale < 1", update="g.mul_(scale.to(g.dtype))", result="norm.item()")
 
 
-def _clip(**change: str) -> str:
-    return dedent(_CLIP).format(**{**_CLIP_OK, **change})
+_clip = template(_CLIP, **_CLIP_OK)
 
 
 _wrong(EX4, "clip_always_scales", "multiplies by max_norm / norm even when the norm is below max_norm",
@@ -566,8 +563,7 @@ _ADAMW_OK = dict(weight_decay="0.01", unpack="beta1, beta2 = betas", zero="0", d
                  grad="g", t="t", update="lr * m_hat / (v_hat.sqrt() + eps)")
 
 
-def _adamw(**change: str) -> str:
-    return dedent(_ADAMW).format(**{**_ADAMW_OK, **change})
+_adamw = template(_ADAMW, **_ADAMW_OK)
 
 
 _wrong(EX5, "adamw_is_adam_with_l2", "adds weight_decay * p to the gradient (Adam + L2) instead of decaying p",
@@ -756,8 +752,7 @@ _BATCH_OK = dict(too_short="len(ids) < context_length + 1", high="len(ids) - con
                  y_slice="s + 1:s + context_length + 1", result="x, y")
 
 
-def _batch(**change: str) -> str:
-    return dedent(_BATCH).format(**{**_BATCH_OK, **change})
+_batch = template(_BATCH, **_BATCH_OK)
 
 
 _wrong(EX6, "batch_last_start_excluded", "high = len(ids) - context_length - 1: the last window never comes",
@@ -871,8 +866,7 @@ _STEP_OK = dict(start="optimizer.zero_grad()", zero_in_loop="", backward="(loss 
                 update=_CLIP + "\n    optimizer.step()", result="total / K")
 
 
-def _step(**change: str) -> str:
-    return dedent(_STEP).format(**{**_STEP_OK, **change})
+_step = template(_STEP, **_STEP_OK)
 
 
 _wrong(EX7, "step_not_divided", "backward() of each micro-batch loss undivided: K times the big batch's gradient",
