@@ -126,7 +126,9 @@ class MultiHeadAttention(nn.Module):
 
     ``forward(x, kv=None, mask=None)``: ``x`` is ``(B, T, d_model)``. With ``kv`` ``(B, S, d_model)`` it is
     cross-attention: queries from ``x``, keys and values from ``kv``. ``mask`` is boolean, True = may attend,
-    broadcasting to ``(B, H, T, S)`` (e.g. ``padding_mask``); it is combined with the causal mask.
+    broadcasting to ``(B, H, T, S)`` (e.g. ``padding_mask``); it is combined with the causal mask. With ``cache``
+    (one layer of a ``gptcourse.kv_cache.KVCache``) ``x`` holds only the new positions: their keys and values are
+    appended to the cache, and their queries attend to everything cached so far (Chapter 6).
     """
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, dropout: float = 0.0,
@@ -151,8 +153,9 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = t.shape
         return t.view(B, T, n, self.d_head).transpose(1, 2)
 
-    def project(self, x: torch.Tensor, kv: torch.Tensor | None = None):
-        """Queries ``(B, H, T, d_head)``, keys and values ``(B, n_kv_heads, S, d_head)``."""
+    def project(self, x: torch.Tensor, kv: torch.Tensor | None = None, start: int = 0):
+        """Queries ``(B, H, T, d_head)``, keys and values ``(B, n_kv_heads, S, d_head)``; with RoPE the positions
+        are ``start, ..., start + T - 1`` (``start`` > 0 when earlier positions are in a KV cache)."""
         d_kv = self.n_kv_heads * self.d_head
         if kv is None:  # self-attention: one fused product
             q, k, v = self.qkv(x).split([self.d_model, d_kv, d_kv], dim=-1)
@@ -164,20 +167,27 @@ class MultiHeadAttention(nn.Module):
         q = self._split_heads(q, self.n_heads)
         k, v = self._split_heads(k, self.n_kv_heads), self._split_heads(v, self.n_kv_heads)
         if self.rotary is not None:  # positions enter here, as rotations of q and k; v carries no position
-            q, k = self.rotary(q), self.rotary(k)
+            positions = torch.arange(start, start + q.size(-2), device=x.device)
+            q, k = self.rotary(q, positions), self.rotary(k, positions)
         return q, k, v
 
     def _repeat_kv(self, t: torch.Tensor) -> torch.Tensor:
         """Give each query head its key/value head: [kv0, kv1] -> [kv0, kv0, kv1, kv1] (not [kv0, kv1, kv0, kv1])."""
         return t.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
 
-    def _mask(self, T: int, S: int, mask: torch.Tensor | None, device) -> torch.Tensor | None:
-        """The caller's mask combined with the causal mask (if this layer is causal); None if there is neither."""
+    def _mask(self, T: int, S: int, mask: torch.Tensor | None, device, cached: bool = False) -> torch.Tensor | None:
+        """The caller's mask combined with the causal mask (if this layer is causal); None if there is neither.
+
+        With a KV cache the ``T`` queries are the *last* ``T`` of the ``S`` positions: query ``i`` may see keys up
+        to ``S - T + i``. One new query (``T == 1``) sees every key, so it needs no causal mask at all.
+        """
         if not self.causal:
             return mask
-        if T != S:
+        if T != S and not cached:
             raise ValueError(f"a causal mask needs as many queries as keys; got {T} and {S}")
-        causal = causal_mask(T, device)
+        if T == 1 and mask is None:
+            return None
+        causal = causal_mask(T, device) if T == S else torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)
         return causal if mask is None else causal & mask
 
     def attention_weights(self, x: torch.Tensor, kv: torch.Tensor | None = None,
@@ -186,15 +196,18 @@ class MultiHeadAttention(nn.Module):
         q, k, _ = self.project(x, kv)
         return attention_weights(q, self._repeat_kv(k), self._mask(q.size(-2), k.size(-2), mask, x.device))
 
-    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        q, k, v = self.project(x, kv)
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                cache=None):
+        q, k, v = self.project(x, kv, start=0 if cache is None else cache.length)
+        if cache is not None:
+            k, v = cache.update(k, v)  # the cached positions' keys and values, then these
         B, H, T, _ = q.shape
-        full_mask = self._mask(T, k.size(-2), mask, x.device)
+        full_mask = self._mask(T, k.size(-2), mask, x.device, cached=cache is not None)
         dropout_p = self.dropout if self.training else 0.0
         if self.use_sdpa:
             # Causal and nothing else: is_causal lets PyTorch pick its fastest kernel (flash attention on a GPU),
             # which skips the blocked half instead of reading a mask. enable_gqa repeats K/V heads like _repeat_kv.
-            plain_causal = self.causal and mask is None
+            plain_causal = self.causal and mask is None and T == k.size(-2) > 1
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if plain_causal else full_mask,
                                                  dropout_p=dropout_p, is_causal=plain_causal,
                                                  enable_gqa=self.n_kv_heads != self.n_heads)

@@ -41,7 +41,8 @@ class TokenAndPositionEmbedding(nn.Module):
     """GPT-2's input layer: token embedding + learned absolute position embedding, then dropout.
 
     ``forward(ids)`` maps ids of shape ``(batch, T)``, with ``T <= context_length``, to vectors of shape
-    ``(batch, T, d_model)``. Positions count from 0 at the first token of each sequence.
+    ``(batch, T, d_model)``. Positions count from 0 at the first token of each sequence, or from ``start`` when the
+    ids continue a sequence whose first ``start`` tokens were seen before (generation with a KV cache, Chapter 6).
     """
 
     def __init__(self, vocab_size: int, d_model: int, context_length: int, dropout: float = 0.0):
@@ -51,11 +52,12 @@ class TokenAndPositionEmbedding(nn.Module):
         self.dropout = nn.Dropout(dropout)  # active in model.train(), a no-op in model.eval()
         self.context_length = context_length
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
         T = ids.shape[-1]
-        if T > self.context_length:
-            raise ValueError(f"The sequence has {T} tokens but the model has position vectors for only "
+        if start + T > self.context_length:
+            raise ValueError(f"The sequence has {start + T} tokens but the model has position vectors for only "
                              f"{self.context_length}; cut it to the last {self.context_length} tokens.")
-        positions = torch.arange(T, device=ids.device)  # 0, 1, ..., T-1: the same for every sequence of the batch
+        # start, ..., start+T-1 (usually 0, 1, ..., T-1): the same for every sequence of the batch
+        positions = torch.arange(start, start + T, device=ids.device)
         # (batch, T, d) + (T, d): the position vectors broadcast over the batch dimension.
         return self.dropout(self.token_embedding(ids) + self.position_embedding(positions))

@@ -173,7 +173,11 @@ class FrequencyPresencePenalty:
     ``count`` is how often the token already occurs in the sequence. The frequency penalty grows with each
     repetition; the presence penalty is paid once, by any token that has appeared. Positive values discourage
     repetition, negative ones encourage it (OpenAI accepts -2 to 2; any finite value is accepted here).
+    As in OpenAI's API (and vLLM), only the *generated* tokens count, not the prompt: ``process`` passes this
+    processor the tokens after the prompt (``counts_prompt = False``).
     """
+
+    counts_prompt = False
 
     def __init__(self, frequency_penalty: float = 0.0, presence_penalty: float = 0.0):
         self.frequency_penalty = _check_number("frequency penalty", frequency_penalty, -math.inf, math.inf,
@@ -193,15 +197,20 @@ class FrequencyPresencePenalty:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def process(logits: torch.Tensor, input_ids: torch.Tensor | None, processors) -> torch.Tensor:
+def process(logits: torch.Tensor, input_ids: torch.Tensor | None, processors, prompt_length: int = 0) -> torch.Tensor:
     """Apply ``processors`` in order, each to the output of the one before.
 
     Order matters: penalties belong before temperature and the cut-offs (they change which tokens are likely), and
-    temperature before top-p and min-p (it changes the probabilities those thresholds read).
+    temperature before top-p and min-p (it changes the probabilities those thresholds read). A processor whose
+    ``counts_prompt`` is False (the frequency and presence penalties) sees only the tokens after the first
+    ``prompt_length``: the generated ones.
     """
     _check_logits(logits)
     for processor in processors:
-        logits = processor(logits, input_ids)
+        ids = input_ids
+        if not getattr(processor, "counts_prompt", True) and ids is not None:
+            ids = ids[..., prompt_length:]
+        logits = processor(logits, ids)
     return logits
 
 

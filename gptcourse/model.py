@@ -237,7 +237,8 @@ class Block(nn.Module):
     Each sub-layer *adds* its result to ``x`` (the residual stream) instead of replacing it, so the gradient has a
     direct path through every block; the norm sits in front of each sub-layer, never on the stream itself.
     ``causal=False`` makes an encoder block (BERT-style, every position sees every other); ``mask`` (boolean, True =
-    may attend, see ``gptcourse.attention``) is passed on to attention, e.g. a padding mask.
+    may attend, see ``gptcourse.attention``) is passed on to attention, e.g. a padding mask; so is ``cache``, this
+    layer's part of a ``gptcourse.kv_cache.KVCache``.
     """
 
     def __init__(self, config: GPTConfig, causal: bool = True):
@@ -251,8 +252,8 @@ class Block(nn.Module):
         self.ffn = FeedForward(config)
         self.dropout = nn.Dropout(config.dropout)  # on each sub-layer's output, before it joins the stream
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x), mask=mask))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, cache=None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.norm1(x), mask=mask, cache=cache))
         x = x + self.dropout(self.ffn(self.norm2(x)))
         return x
 
@@ -267,9 +268,9 @@ class TokenEmbedding(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.context_length = context_length
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if ids.shape[-1] > self.context_length:
-            raise ValueError(f"The sequence has {ids.shape[-1]} tokens but the model was built for at most "
+    def forward(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        if start + ids.shape[-1] > self.context_length:
+            raise ValueError(f"The sequence has {start + ids.shape[-1]} tokens but the model was built for at most "
                              f"{self.context_length}; cut it to the last {self.context_length} tokens.")
         return self.dropout(self.token_embedding(ids))
 
@@ -280,6 +281,9 @@ class GPT(nn.Module):
     ``logits[b, t]`` holds one score per vocabulary entry for the token that comes *after* position ``t``; the
     softmax turns them into probabilities. ``forward(ids, targets)`` also returns the mean cross-entropy loss
     against ``targets`` ``(B, T)`` (the next tokens), as ``(logits, loss)``.
+
+    ``forward(ids, cache=cache)`` (Chapter 6) continues a sequence whose earlier positions are in ``cache`` (a
+    ``gptcourse.kv_cache.KVCache``): ``ids`` are the next positions only, and their keys and values are appended.
     """
 
     def __init__(self, config: GPTConfig):
@@ -313,16 +317,16 @@ class GPT(nn.Module):
             for linear in (block.attn.out_proj, out):
                 nn.init.normal_(linear.weight, mean=0.0, std=std)
 
-    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor | None = None, cache=None) -> torch.Tensor:
         """The final, normalised vector of every position, ``(B, T, d)``: what the head turns into logits (and what
         a classification head would use instead, Chapter 7)."""
-        x = self.embed(ids)
-        for block in self.blocks:
-            x = block(x, mask=mask)
+        x = self.embed(ids, start=0 if cache is None else cache.length)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask=mask, cache=None if cache is None else cache.layers[i])
         return self.final_norm(x)
 
-    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None):
-        logits = self.lm_head(self.hidden_states(ids))
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None, cache=None):
+        logits = self.lm_head(self.hidden_states(ids, cache=cache))
         if targets is None:
             return logits
         # Cross-entropy over all B * T positions at once: flatten the batch and time axes.
