@@ -81,6 +81,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.attention
 	$(BIN)/python -m benchmarks.gpt_model
 	$(BIN)/python -m benchmarks.pretraining
+	$(BIN)/python -m benchmarks.generation
 	$(BIN)/python -m benchmarks.book_build
 	$(BIN)/python -m benchmarks.grading
 

@@ -142,7 +142,8 @@ class MinP:
 
 def _token_counts(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
     """How often each token of the vocabulary occurs in ``input_ids``, shaped like ``logits``."""
-    ids = input_ids.reshape(-1, input_ids.shape[-1]).long()
+    rows = logits.shape[0] if logits.dim() == 2 else 1
+    ids = input_ids.reshape(rows, input_ids.shape[-1]).long()  # (rows, seq); seq may be 0: nothing generated yet
     counts = torch.zeros(ids.shape[0], logits.shape[-1], dtype=logits.dtype, device=logits.device)
     counts.scatter_add_(1, ids, torch.ones_like(ids, dtype=logits.dtype))
     return counts.reshape(logits.shape)

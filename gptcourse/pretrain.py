@@ -63,6 +63,13 @@ SIZES = {
         train=TrainConfig(steps=3000, batch_size=64, context_length=256, max_lr=1e-3, min_lr=1e-4, warmup_steps=100,
                           eval_every=250, eval_batches=16, precision="bfloat16"),
         story_chars=4_000_000),
+    # The draft model of Chapter 6's speculative decoding: same tokenizer and text, a sixteenth of the parameters
+    # in the blocks, trained for half the steps.
+    "draft": Recipe(
+        model=GPTConfig(vocab_size=VOCAB_SIZE + 1, context_length=128, d_model=64, n_layers=2, n_heads=2,
+                        dropout=0.0, use_sdpa=True, use_fused_ops=True),
+        train=TrainConfig(steps=300, batch_size=16, context_length=128, max_lr=3e-3, min_lr=3e-4, warmup_steps=30,
+                          eval_every=100, eval_batches=8)),
 }
 
 
@@ -109,7 +116,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gptcourse.pretrain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", help="cpu, cuda, mps (default: the course's choice, gptcourse.device)")
     parser.add_argument("--size", choices=SIZES, default="cpu",
-                        help="cpu: the course model of Chapters 6 and 7 (default); gpu: a larger one, for a GPU")
+                        help="cpu: the course model of Chapters 6 and 7 (default); gpu: a larger one, for a GPU; "
+                             "draft: the small draft model of Chapter 6's speculative decoding")
     args = parser.parse_args(argv)
     model, info = course_model(SIZES[args.size], device=args.device)
     history = info["extra"]["history"]
