@@ -110,6 +110,20 @@ def test_sampling_is_seeded_and_follows_the_processed_distribution():
     assert (observed - expected).abs().max() < 0.03
 
 
+def test_frequency_and_presence_penalties_count_generated_tokens_only():
+    logits, ids = torch.zeros(2, 6), torch.tensor([[1, 1, 2], [3, 4, 4]])
+    chain = [gen.lp.FrequencyPresencePenalty(frequency_penalty=1.0, presence_penalty=0.5)]
+    assert torch.equal(gen.lp.process(logits, ids, chain, prompt_length=3), logits), "nothing generated yet"
+    got = gen.lp.process(logits, ids, chain, prompt_length=1)
+    assert got[0].tolist() == [0, -1.5, -1.5, 0, 0, 0] and got[1].tolist() == [0, 0, 0, 0, -2.5, 0]
+    model = GPT(GPTConfig(vocab_size=50, context_length=16, d_model=16, n_layers=1, n_heads=2)).eval()
+    prompt = torch.full((6,), 7)  # a prompt that repeats one token: a penalty counting it would push 7 down
+    with torch.no_grad():
+        model.lm_head.weight[7] += 0.5  # ... and the model likes 7
+    assert 7 in generate(model, prompt, Sampling(max_new_tokens=3, presence_penalty=5.0))[6:].tolist()
+    assert 7 not in generate(model, prompt, Sampling(max_new_tokens=3, repetition_penalty=50.0))[6:].tolist()
+
+
 def test_bad_settings_get_clear_errors():
     with pytest.raises(ValueError, match="temperature > 0"):
         Sampling(do_sample=True, temperature=0)
@@ -153,7 +167,8 @@ def test_cached_generation_gives_identical_tokens(name):
     torch.manual_seed(1)
     model = GPT(CONFIGS[name]).eval()
     ids = prompts(97, batch=3, T=5)
-    for settings in (Sampling(max_new_tokens=30), Sampling(max_new_tokens=30, do_sample=True, top_k=10)):
+    for settings in (Sampling(max_new_tokens=30), Sampling(max_new_tokens=30, do_sample=True, top_k=10),
+                     Sampling(max_new_tokens=30, frequency_penalty=0.5, presence_penalty=0.3)):
         cached = generate(model, ids, settings, torch.Generator().manual_seed(0))
         uncached = generate(model, ids, settings, torch.Generator().manual_seed(0), use_cache=False)
         assert torch.equal(cached, uncached)
