@@ -42,7 +42,8 @@ ALL_NOTEBOOKS = SOLUTIONS + exercise_notebooks()
 # the exercises re-create, is never the judge). Chapters not listed here are not checked yet.
 HIDDEN_TEST_PACKAGES = {"ch00_pytorch": {"torch", "numpy"}, "ch01_tokens": {"tiktoken", "regex"},
                         "ch02_embeddings": {"torch", "numpy"}, "ch03_attention": {"torch", "numpy"}, "ch04_gpt_model": {"torch", "numpy", "transformers"},
-                        "ch05_pretraining": {"torch", "numpy"}}
+                        "ch05_pretraining": {"torch", "numpy"},
+                        "ch06_generating": {"torch", "numpy", "transformers"}}
 # The only parts of the course library hidden tests may use: shared test settings, never an implementation to
 # compare against (the oracle must be independent of the course's own code).
 HIDDEN_TEST_LIBRARY_MODULES = {"gptcourse.tolerances", "gptcourse.seed"}
