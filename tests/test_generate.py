@@ -15,7 +15,7 @@ from gptcourse.generate import Sampling, StopChecker, generate, stream
 from gptcourse.kv_cache import KVCache, cache_bytes_per_token
 from gptcourse.model import GPT, GPTConfig, llama_style
 from gptcourse.speculative import speculative_generate
-from gptcourse.tolerances import assert_close
+from gptcourse.tolerances import assert_close, devices_to_test
 from test_gpt2_weights import course_from, hf_gpt2
 
 transformers = pytest.importorskip("transformers")
@@ -172,6 +172,19 @@ def test_cached_generation_gives_identical_tokens(name):
         cached = generate(model, ids, settings, torch.Generator().manual_seed(0))
         uncached = generate(model, ids, settings, torch.Generator().manual_seed(0), use_cache=False)
         assert torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("device", devices_to_test(), ids=str)
+def test_generation_runs_where_the_model_is(device):
+    torch.manual_seed(5)
+    model = GPT(CONFIGS["rope-mqa-sdpa"]).to(device).eval()
+    ids = prompts(97, batch=2, T=5).to(device)
+    settings = Sampling(max_new_tokens=12, do_sample=True, top_p=0.9, repetition_penalty=1.2)
+    out = generate(model, ids, settings, torch.Generator(device=device).manual_seed(0))
+    assert out.device.type == device.type and out.shape == (2, 17)
+    again = generate(model, ids, settings, torch.Generator(device=device).manual_seed(0), use_cache=False)
+    assert torch.equal(out, again)
+    assert beam_search(model, ids[0], 3, 6).device.type == device.type
 
 
 def test_generation_goes_on_past_the_context_window():
