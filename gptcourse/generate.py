@@ -233,6 +233,7 @@ def load_model_and_tokenizer(name: str, device=None):
     """``("course")``: Chapter 5's model and the course tokenizer, end of text = ``<|endoftext|>``.
     ``("gpt2")`` (or a folder): GPT-2's weights from disk and its tiktoken encoding; never downloads."""
     from .bpe import ENDOFTEXT
+    from .device import pick_device
     if name == "course":
         from .course_tokenizer import load_course_tokenizer
         from .pretrain import course_model
@@ -246,7 +247,7 @@ def load_model_and_tokenizer(name: str, device=None):
         raise SystemExit(f"GPT-2's weights or its tokenizer files are not on this machine ({name!r}); "
                          "use the course model (--model course), which needs no download.")
     model = from_pretrained_local(name)
-    return model.to(device or "cpu"), tokenizer, tokenizer.eot_token
+    return model.to(device or pick_device()).eval(), tokenizer, tokenizer.eot_token
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -55,12 +55,20 @@ def _check_number(name: str, value, low: float, high: float, low_open: bool, hig
     return float(value)
 
 
+class Processor:
+    """What every processor shares: a readable ``repr``, e.g. ``TopP(p=0.9)``."""
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{name}={value!r}" for name, value in vars(self).items())
+        return f"{type(self).__name__}({settings})"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Warpers: reshape or cut the distribution, whatever came before
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class Temperature:
+class Temperature(Processor):
     """Divide the logits by ``temperature`` (> 0) before softmax.
 
     ``T < 1`` sharpens the distribution towards the most likely token (greedy decoding is the limit ``T -> 0``);
@@ -75,7 +83,7 @@ class Temperature:
         return logits / self.temperature
 
 
-class TopK:
+class TopK(Processor):
     """Keep the ``k`` highest logits, set the others to ``-inf``; ``k >= 1``, and ``k >= V`` keeps every token.
 
     Ties: every token whose logit equals the k-th largest is kept too (as in ``transformers``), so a tie at the
@@ -94,7 +102,7 @@ class TopK:
         return logits.masked_fill(logits < kth_largest, -math.inf)
 
 
-class TopP:
+class TopP(Processor):
     """Nucleus sampling: keep the fewest most likely tokens whose total probability reaches ``p`` (0 < p <= 1).
 
     Tokens are taken in order of decreasing probability and a token is kept if the tokens before it add up to less
@@ -118,7 +126,7 @@ class TopP:
         return logits.masked_fill(remove, -math.inf)
 
 
-class MinP:
+class MinP(Processor):
     """Keep the tokens whose probability is at least ``min_p`` times that of the most likely token (0 <= min_p <= 1).
 
     Unlike top-p the cut-off follows the model's confidence: when one token dominates, few others survive; when the
@@ -149,7 +157,7 @@ def _token_counts(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor
     return counts.reshape(logits.shape)
 
 
-class RepetitionPenalty:
+class RepetitionPenalty(Processor):
     """CTRL's repetition penalty (Keskar et al., 2019), as in ``transformers``: ``penalty > 0``, 1 changes nothing.
 
     Each distinct token already in the sequence is penalised once, however often it occurred: a positive logit is
@@ -168,7 +176,7 @@ class RepetitionPenalty:
         return torch.where(seen, penalised, logits)
 
 
-class FrequencyPresencePenalty:
+class FrequencyPresencePenalty(Processor):
     """OpenAI's additive penalties: ``logit -= count * frequency_penalty + (count > 0) * presence_penalty``.
 
     ``count`` is how often the token already occurs in the sequence. The frequency penalty grows with each

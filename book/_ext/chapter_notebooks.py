@@ -81,6 +81,7 @@ def plain_roles(text: str, page: str, titles: dict[str, tuple[str, str]]) -> str
 
 def included_code(argument: str, options: dict[str, str]) -> str:
     """What a {literalinclude} shows: the file (relative to book/), cut by the same options Sphinx uses."""
+    options = {key: value for key, value in options.items() if key != "dedent"}  # the text is dedented below
     reader = LiteralIncludeReader(str((BOOK / argument).resolve()), options, SimpleNamespace(source_encoding="utf-8"))
     text, _ = reader.read()
     return textwrap.dedent(text).rstrip("\n")
