@@ -55,24 +55,30 @@ class Sampling:
         if self.do_sample and not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
             raise ValueError(f"sampling needs a temperature > 0, got {self.temperature!r}. Temperature 0 means "
                              "'always the most likely token': use greedy decoding (do_sample=False) for that.")
-        self.processors()  # every other value is checked by its processor
+        self._penalties(), self._warpers()  # every other value is checked by its processor, greedy or not
 
     def processors(self) -> list:
-        """The logits processors these settings ask for, in the order they run."""
+        """The logits processors these settings ask for, in the order they run. The warpers (temperature, top-k,
+        top-p, min-p) only matter when sampling: they never change which token is the most likely."""
+        return self._penalties() + (self._warpers() if self.do_sample else [])
+
+    def _penalties(self) -> list:
         chain = []
         if self.repetition_penalty is not None:
             chain.append(lp.RepetitionPenalty(self.repetition_penalty))
         if self.frequency_penalty or self.presence_penalty:
             chain.append(lp.FrequencyPresencePenalty(self.frequency_penalty, self.presence_penalty))
-        if self.do_sample:  # the warpers only matter when sampling: they never change the argmax
-            if self.temperature != 1.0:
-                chain.append(lp.Temperature(self.temperature))
-            if self.top_k is not None:
-                chain.append(lp.TopK(self.top_k))
-            if self.top_p is not None:
-                chain.append(lp.TopP(self.top_p))
-            if self.min_p is not None:
-                chain.append(lp.MinP(self.min_p))
+        return chain
+
+    def _warpers(self) -> list:
+        # Greedy decoding ignores the temperature (0 is even a common way to ask for it); sampling checked it above.
+        chain = [lp.Temperature(self.temperature)] if self.do_sample and self.temperature != 1.0 else []
+        if self.top_k is not None:
+            chain.append(lp.TopK(self.top_k))
+        if self.top_p is not None:
+            chain.append(lp.TopP(self.top_p))
+        if self.min_p is not None:
+            chain.append(lp.MinP(self.min_p))
         return chain
 
 

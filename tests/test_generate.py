@@ -129,6 +129,9 @@ def test_bad_settings_get_clear_errors():
         Sampling(do_sample=True, temperature=0)
     with pytest.raises(ValueError, match="top-p must lie in"):
         Sampling(do_sample=True, top_p=1.5)
+    with pytest.raises(ValueError, match="top-k needs"):
+        Sampling(top_k=0)  # refused even where greedy decoding would ignore it
+    assert Sampling(temperature=0).processors() == [], "greedy decoding ignores the temperature"
     with pytest.raises(ValueError, match="max_new_tokens"):
         Sampling(max_new_tokens=-1)
     model = GPT(GPTConfig(vocab_size=300, context_length=8, d_model=16, n_layers=1, n_heads=2))
