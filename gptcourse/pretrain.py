@@ -63,7 +63,7 @@ SIZES = {
         train=TrainConfig(steps=3000, batch_size=64, context_length=256, max_lr=1e-3, min_lr=1e-4, warmup_steps=100,
                           eval_every=250, eval_batches=16, precision="bfloat16"),
         story_chars=4_000_000),
-    # The draft model of Chapter 6's speculative decoding: same tokenizer and text, a sixteenth of the parameters
+    # The draft model of Chapter 6's speculative decoding: same tokenizer and text, an eighth of the parameters
     # in the blocks, trained for half the steps.
     "draft": Recipe(
         model=GPTConfig(vocab_size=VOCAB_SIZE + 1, context_length=128, d_model=64, n_layers=2, n_heads=2,
@@ -121,7 +121,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     model, info = course_model(SIZES[args.size], device=args.device)
     history = info["extra"]["history"]
-    print(f"The course model: {sum(p.numel() for p in model.parameters()):,} parameters, "
+    name = "The course model" if args.size == "cpu" else f"The {args.size} model"
+    print(f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"held-out loss {history['val_loss'][-1]:.3f} after {info['step']} steps; cached in {cache_dir()}")
     return 0
 
