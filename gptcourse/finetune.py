@@ -1,0 +1,112 @@
+"""Fine-tuning the course model: a classification head on the last token, and instruction batches (Chapter 7).
+
+- **Classification.** The language-model head (``d_model -> V``) is replaced by a small one (``d_model -> C``
+  classes). Which position's vector to read? In a causal model only the *last* token has seen the whole input, so
+  the classifier reads the last real (non-padding) token of each row. (Chapter 4's encoder reads a [CLS] token at the
+  front instead: there every position sees every other.)
+- **Instruction tuning.** Each example is a prompt and an answer, joined into one sequence; the model is trained to
+  predict the answer's tokens only. ``instruction_batch`` pads a batch to one length and marks every target that is
+  prompt or padding with ``-100``, the label ``F.cross_entropy`` ignores.
+"""
+
+import torch
+from torch import nn
+
+from .model import GPT
+
+IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index: "no prediction here"
+
+
+def last_token_states(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``hidden`` ``(B, T, d)``, ``lengths`` ``(B,)`` (real tokens per row, padding on the right) -> ``(B, d)``,
+    each row's vector at its last real token."""
+    if bool((lengths < 1).any()) or bool((lengths > hidden.shape[1]).any()):
+        raise ValueError(f"every length must lie in 1..{hidden.shape[1]}, got {lengths.tolist()}")
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return hidden[rows, lengths.to(hidden.device) - 1]
+
+
+class GPTClassifier(nn.Module):
+    """A pretrained GPT with its language-model head replaced by ``Linear(d_model, n_classes)``, read at the last
+    real token of each row. ``forward(ids, lengths)`` -> logits ``(B, n_classes)``."""
+
+    def __init__(self, gpt: GPT, n_classes: int):
+        super().__init__()
+        self.gpt = gpt
+        self.head = nn.Linear(gpt.config.d_model, n_classes)
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if lengths is None:
+            lengths = torch.full((ids.shape[0],), ids.shape[1], device=ids.device)
+        return self.head(last_token_states(self.gpt.hidden_states(ids), lengths))
+
+
+def freeze_all_but(classifier: GPTClassifier, trainable_blocks: int = 1) -> int:
+    """Train only the new head, the final norm and the last ``trainable_blocks`` blocks; return how many
+    parameters that is. The early blocks hold general knowledge of the language; the last ones adapt most."""
+    if not 0 <= trainable_blocks <= len(classifier.gpt.blocks):
+        raise ValueError(f"trainable_blocks must lie in 0..{len(classifier.gpt.blocks)}, got {trainable_blocks}")
+    for p in classifier.parameters():
+        p.requires_grad_(False)
+    trainable = [classifier.head, classifier.gpt.final_norm]
+    trainable += list(classifier.gpt.blocks)[len(classifier.gpt.blocks) - trainable_blocks:]
+    for module in trainable:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return sum(p.numel() for p in classifier.parameters() if p.requires_grad)
+
+
+def confusion_matrix(predicted: torch.Tensor, actual: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """``(n_classes, n_classes)`` counts: row = the true class, column = the predicted one."""
+    cells = actual.long().cpu() * n_classes + predicted.long().cpu()  # one cell per (true, predicted) pair
+    return torch.bincount(cells, minlength=n_classes * n_classes).view(n_classes, n_classes)
+
+
+def instruction_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int,
+                      ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs, targets)``, both ``(B, T)``, for a batch of (prompt ids, answer ids).
+
+    Each sequence is ``prompt + answer``; the inputs are all of it but the last token, the targets all of it but the
+    first (the next token at every position). Targets inside the prompt and in the padding become ``ignore_index``:
+    the loss is the answer's alone, and a row's length does not change how much it weighs per answer token.
+    """
+    if not pairs:
+        raise ValueError("the batch is empty")
+    sequences = [list(prompt) + list(answer) for prompt, answer in pairs]
+    if any(len(answer) == 0 or len(prompt) == 0 for prompt, answer in pairs):
+        raise ValueError("every example needs a prompt and an answer of at least one token")
+    T = max(len(s) for s in sequences) - 1
+    inputs = torch.full((len(pairs), T), pad_id, dtype=torch.long)
+    targets = torch.full((len(pairs), T), ignore_index, dtype=torch.long)
+    for row, ((prompt, _), sequence) in enumerate(zip(pairs, sequences)):
+        n = len(sequence) - 1
+        inputs[row, :n] = torch.tensor(sequence[:-1])
+        targets[row, len(prompt) - 1:n] = torch.tensor(sequence[len(prompt):])  # the answer's tokens only
+    return inputs, targets
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Preference tuning: DPO (Rafailov et al. 2023)
+
+
+def sequence_logprobs(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """``(B,)``: the sum of log p(target) over each row's positions whose target is not ``ignore_index`` (the
+    answer's tokens, with ``instruction_batch``'s targets). ``logits`` is ``(B, T, V)``."""
+    keep = targets != ignore_index
+    log_probs = logits.float().log_softmax(-1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+    return (log_probs * keep).sum(-1)
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
+             reference_rejected: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+    """Direct preference optimisation: ``-log sigmoid(beta * (chosen margin - rejected margin))``, averaged.
+
+    Each argument is ``(B,)`` sequence log-probabilities (``sequence_logprobs``) of the preferred ("chosen") and the
+    other ("rejected") answer, under the model being trained (policy) and under a frozen copy of it (reference). The
+    loss raises the chosen answer's probability relative to the reference more than the rejected one's; ``beta``
+    sets how far the policy may move from the reference. No reward model, no sampling: a classification loss on pairs.
+    """
+    margin = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)
+    return -torch.nn.functional.logsigmoid(beta * margin).mean()
