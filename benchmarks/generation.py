@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from benchmarks.timing import best_of  # noqa: E402
 from gptcourse.generate import Sampling, generate  # noqa: E402
 from gptcourse.gpt2_weights import gpt2_config_from_hf, load_gpt2_state_dict  # noqa: E402
-from gptcourse.model import GPT, generate_greedy  # noqa: E402
+from gptcourse.model import GPT, count_parameters, generate_greedy  # noqa: E402
 
 PROMPT = [15496, 11, 314, 716]  # "Hello, I am" in GPT-2's tokenizer
 
@@ -81,8 +81,7 @@ def speculative(new_tokens: int = 100) -> None:
     draft, _ = course_model(SIZES["draft"], progress=False)
     ids = torch.tensor(load_course_tokenizer().encode("Once upon a time"))
     settings = Sampling(max_new_tokens=new_tokens)
-    n_target = sum(p.numel() for p in target.parameters())
-    n_draft = sum(p.numel() for p in draft.parameters())
+    n_target, n_draft = count_parameters(target), count_parameters(draft)
     print(f"3. Speculative decoding, course model ({n_target:,} parameters) with a draft ({n_draft:,}), greedy, "
           f"{new_tokens} tokens")
     plain_s, plain = best_of(3, lambda: generate(target, ids, settings))

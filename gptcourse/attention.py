@@ -17,9 +17,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """``(T, T)`` boolean mask, True on and below the diagonal: position ``i`` may attend to positions ``0..i``."""
-    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+def causal_mask(T: int, device: torch.device | str | None = None, S: int | None = None) -> torch.Tensor:
+    """``(T, T)`` boolean mask, True on and below the diagonal: position ``i`` may attend to positions ``0..i``.
+
+    With ``S > T`` keys (the first ``S - T`` of them cached, Chapter 6) the ``T`` queries are the last ``T``
+    positions: ``(T, S)``, query ``i`` may attend to keys ``0..S - T + i``.
+    """
+    S = T if S is None else S
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)
 
 
 def padding_mask(lengths, T: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -187,7 +192,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"a causal mask needs as many queries as keys; got {T} and {S}")
         if T == 1 and mask is None:
             return None
-        causal = causal_mask(T, device) if T == S else torch.ones(T, S, dtype=torch.bool, device=device).tril(S - T)
+        causal = causal_mask(T, device, S)
         return causal if mask is None else causal & mask
 
     def attention_weights(self, x: torch.Tensor, kv: torch.Tensor | None = None,

@@ -12,9 +12,8 @@
 import torch
 from torch import nn
 
-from .model import GPT
-
-IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index: "no prediction here"
+from .families import IGNORE_INDEX
+from .model import GPT, count_parameters
 
 
 def last_token_states(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -55,7 +54,7 @@ def freeze_all_but(classifier: GPTClassifier, trainable_blocks: int = 1) -> int:
     for module in trainable:
         for p in module.parameters():
             p.requires_grad_(True)
-    return sum(p.numel() for p in classifier.parameters() if p.requires_grad)
+    return count_parameters(classifier, trainable_only=True)
 
 
 def confusion_matrix(predicted: torch.Tensor, actual: torch.Tensor, n_classes: int) -> torch.Tensor:

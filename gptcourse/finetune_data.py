@@ -32,9 +32,7 @@ def first_sentence(docstring: str, max_chars: int = 200) -> str:
         paragraphs = paragraphs[1:]
     if not paragraphs:
         return ""
-    text = " ".join(paragraphs[0].split())
-    end = re.search(r"[.!?](\s|$)", text)
-    return (text[:end.start() + 1] if end else text)[:max_chars].strip()
+    return corpus.split_sentences(" ".join(paragraphs[0].split()))[0][:max_chars].strip()
 
 
 def _bucket(name: str, n: int) -> int:

@@ -55,7 +55,9 @@ class Sampling:
         if self.do_sample and not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
             raise ValueError(f"sampling needs a temperature > 0, got {self.temperature!r}. Temperature 0 means "
                              "'always the most likely token': use greedy decoding (do_sample=False) for that.")
-        self._penalties(), self._warpers()  # every other value is checked by its processor, greedy or not
+        # Every other value is checked by building its processor, greedy or not.
+        self._penalties()
+        self._warpers()
 
     def processors(self) -> list:
         """The logits processors these settings ask for, in the order they run. The warpers (temperature, top-k,

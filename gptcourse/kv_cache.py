@@ -87,6 +87,6 @@ class KVCache:
         total = 0
         for layer in self.layers:
             if layer.keys is not None:
-                fraction = layer.length / self.max_length if filled_only else 1.0
-                total += round((layer.keys.nbytes + layer.values.nbytes) * fraction)
+                n = layer.length if filled_only else self.max_length
+                total += layer.keys[:, :, :n].nbytes + layer.values[:, :, :n].nbytes
         return total

@@ -65,7 +65,8 @@ class LoRALinear(nn.Module):
 def apply_lora(model: nn.Module, targets=("qkv", "out_proj"), r: int = 8, alpha: float = 16.0,
                dropout: float = 0.0) -> list[str]:
     """Freeze every parameter of ``model`` and wrap each ``nn.Linear`` whose name ends with one of ``targets`` in a
-    ``LoRALinear``; return the names of the wrapped layers. (GPT's attention layers are ``qkv`` and ``out_proj``,
+    ``LoRALinear``; return the names of the wrapped layers (``count_parameters(model, trainable_only=True)`` then
+    counts the adapters). (GPT's attention layers are ``qkv`` and ``out_proj``,
     its feed-forward layers ``fc_in`` and ``fc_out``; ``print(model)`` shows every name.)"""
     for p in model.parameters():
         p.requires_grad_(False)
@@ -93,7 +94,3 @@ def merge_lora(model: nn.Module) -> None:
 def unmerge_lora(model: nn.Module) -> None:
     for layer in lora_layers(model):
         layer.unmerge()
-
-
-def trainable_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from gptcourse.gpt2_weights import gpt2_config_from_hf, load_gpt2_state_dict
-from gptcourse.lora import LoRALinear, apply_lora, merge_lora, trainable_parameters, unmerge_lora
-from gptcourse.model import GPT, GPTConfig
+from gptcourse.lora import LoRALinear, apply_lora, merge_lora, unmerge_lora
+from gptcourse.model import GPT, GPTConfig, count_parameters
 from gptcourse.tolerances import assert_close
 
 peft = pytest.importorskip("peft")
@@ -98,7 +98,7 @@ def test_only_the_adapters_train():
     apply_lora(model, targets=("qkv", "out_proj", "fc_in", "fc_out"), r=3, alpha=3)
     d, hidden = CONFIG.d_model, CONFIG.ffn_dim
     per_block = 3 * (d + 3 * d) + 3 * (d + d) + 3 * (d + hidden) + 3 * (hidden + d)  # r * (in + out) per matrix
-    assert trainable_parameters(model) == CONFIG.n_layers * per_block
+    assert count_parameters(model, trainable_only=True) == CONFIG.n_layers * per_block
     ids = torch.randint(0, 64, (2, 8))
     model(ids, targets=ids)[1].backward()
     for name, p in model.named_parameters():
