@@ -9,11 +9,19 @@
   prompt or padding with ``-100``, the label ``F.cross_entropy`` ignores.
 """
 
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .families import IGNORE_INDEX
+from .generate import Sampling, generate
 from .model import GPT, count_parameters
+from .optim import AdamW
 
 
 def last_token_states(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -63,6 +71,29 @@ def confusion_matrix(predicted: torch.Tensor, actual: torch.Tensor, n_classes: i
     return torch.bincount(cells, minlength=n_classes * n_classes).view(n_classes, n_classes)
 
 
+def padded_batch(token_lists: list[list[int]], pad_id: int, max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, lengths)``: each list cut to its first ``max_tokens`` tokens, padded on the right with ``pad_id``."""
+    rows = [list(tokens)[:max_tokens] for tokens in token_lists]
+    if not rows or min(len(row) for row in rows) == 0:
+        raise ValueError("every example needs at least one token")
+    ids = torch.full((len(rows), max(len(row) for row in rows)), pad_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row)
+    return ids, torch.tensor([len(row) for row in rows])
+
+
+@torch.no_grad()
+def predict(classifier: GPTClassifier, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The predicted class of every row, in eval mode (the mode the classifier was in is restored)."""
+    was_training = classifier.training
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    predicted = [classifier(ids[i:i + batch_size].to(device), lengths[i:i + batch_size]).argmax(-1).cpu()
+                 for i in range(0, len(ids), batch_size)]
+    classifier.train(was_training)
+    return torch.cat(predicted)
+
+
 def instruction_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int,
                       ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
     """``(inputs, targets)``, both ``(B, T)``, for a batch of (prompt ids, answer ids).
@@ -84,6 +115,93 @@ def instruction_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int,
         inputs[row, :n] = torch.tensor(sequence[:-1])
         targets[row, len(prompt) - 1:n] = torch.tensor(sequence[len(prompt):])  # the answer's tokens only
     return inputs, targets
+
+
+def answer_questions(model: GPT, prompts: list[list[int]], eos_id: int, max_new_tokens: int = 48) -> list[list[int]]:
+    """Greedy answers (token ids, without the end-of-text) to many prompts, in the prompts' order. Prompts of the
+    same length go through ``generate`` as one batch: no padding is needed, and a batch costs about what one costs."""
+    by_length = {}
+    for i, prompt in enumerate(prompts):
+        by_length.setdefault(len(prompt), []).append(i)
+    answers = [None] * len(prompts)
+    device = next(model.parameters()).device
+    for length, rows in by_length.items():
+        batch = torch.tensor([prompts[i] for i in rows], device=device)
+        out = generate(model, batch, Sampling(max_new_tokens=max_new_tokens, eos_id=eos_id))[:, length:].tolist()
+        for i, tokens in zip(rows, out):
+            answers[i] = tokens[:tokens.index(eos_id)] if eos_id in tokens else tokens
+    return answers
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """The overlap of two answers' words (lower case, punctuation dropped), as in the SQuAD benchmark: the harmonic
+    mean of precision (the share of the prediction's words found in the reference) and recall (the share of the
+    reference's words found in the prediction). 1 for the same words; 0 when they share none."""
+    predicted, expected = (Counter(re.findall(r"\w+", text.lower())) for text in (prediction, reference))
+    common = sum((predicted & expected).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / sum(predicted.values()), common / sum(expected.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The fine-tuning loop
+
+
+@dataclass
+class FinetuneConfig:
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    eval_every: int = 50  # steps between two calls of ``evaluate``
+    seed: int = 0  # the batches drawn
+
+
+@dataclass
+class FinetuneHistory:
+    loss: list[float] = field(default_factory=list)  # every step's training loss
+    eval_steps: list[int] = field(default_factory=list)  # 0 (before training), eval_every, ..., steps
+    scores: list[float] = field(default_factory=list)  # what ``evaluate`` returned at those steps
+    seconds: float = 0.0  # the training steps' time (evaluation not counted)
+
+
+def finetune(model: nn.Module, batch_loss, n_examples: int, config: FinetuneConfig = FinetuneConfig(),
+             evaluate=None, progress: bool = True) -> FinetuneHistory:
+    """Train the parameters of ``model`` that require a gradient, and no other.
+
+    Each step draws ``batch_size`` example indices (seeded) and calls ``batch_loss(indices)`` for the loss: the
+    same loop serves classification and instruction tuning. AdamW without weight decay (the steps are few, and
+    decay would pull the pretrained weights towards 0). ``evaluate()``, if given, returns a score; it is called
+    before the first step and every ``eval_every`` steps.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("no parameter requires a gradient: unfreeze some (freeze_all_but, apply_lora) first")
+    optimizer = AdamW(trainable, lr=config.lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(config.seed)
+    history = FinetuneHistory()
+
+    def score(step: int) -> None:
+        if evaluate is not None:
+            history.eval_steps.append(step)
+            history.scores.append(evaluate())
+            model.train()
+
+    model.train()
+    score(0)
+    for step in tqdm(range(1, config.steps + 1), desc="fine-tuning", disable=not progress):
+        start = time.perf_counter()
+        loss = batch_loss(torch.randint(n_examples, (config.batch_size,), generator=generator))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history.seconds += time.perf_counter() - start
+        history.loss.append(loss.item())
+        if step % config.eval_every == 0 or step == config.steps:
+            score(step)
+    model.eval()
+    return history
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -98,6 +98,12 @@ def instruction_examples() -> tuple[list[Example], list[Example]]:
     return train, held_out
 
 
+def prompt_of(question: str) -> str:
+    """The prompt format of instruction tuning: the model learns to write the answer after "Answer:" and then the
+    end-of-text token. (Chat models use the same idea with their own markers for each turn.)"""
+    return f"Question: {question}\nAnswer:"
+
+
 def fingerprint() -> str:
     """A short hash of both tasks' examples: it changes when a Python release changes a docstring they use."""
     train, held_out = instruction_examples()

@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptcourse.finetune import (IGNORE_INDEX, GPTClassifier, confusion_matrix, dpo_loss, freeze_all_but,
-                                instruction_batch, last_token_states, sequence_logprobs)
+from gptcourse.finetune import (IGNORE_INDEX, FinetuneConfig, GPTClassifier, answer_questions, confusion_matrix,
+                                dpo_loss, finetune, freeze_all_but, instruction_batch, last_token_states,
+                                padded_batch, predict, sequence_logprobs, token_f1)
+from gptcourse.generate import Sampling, generate
 from gptcourse.model import GPT, GPTConfig
 from gptcourse.tolerances import assert_close
 
@@ -104,3 +106,60 @@ def test_dpo_loss_is_the_closed_form():
     chosen = pc.clone().requires_grad_(True)
     dpo_loss(chosen, pr, rc, rr, beta).backward()
     assert (chosen.grad < 0).all(), "lowering the loss raises the chosen answers' log-probabilities"
+
+
+def test_padded_batch_and_predict_in_eval_mode_without_changing_the_mode():
+    ids, lengths = padded_batch([[5, 6, 7, 8], [9], [1, 2]], pad_id=PAD, max_tokens=3)
+    assert ids.tolist() == [[5, 6, 7], [9, PAD, PAD], [1, 2, PAD]] and lengths.tolist() == [3, 1, 2]
+    with pytest.raises(ValueError, match="at least one token"):
+        padded_batch([[1], []], pad_id=PAD, max_tokens=3)
+    torch.manual_seed(3)
+    classifier = GPTClassifier(GPT(GPTConfig(**{**CONFIG.__dict__, "dropout": 0.5})), n_classes=3).train()
+    got = predict(classifier, ids, lengths, batch_size=2)
+    assert classifier.training, "predict must give the classifier back in the mode it was in"
+    with torch.no_grad():
+        expected = classifier.eval()(ids, lengths).argmax(-1)
+    assert torch.equal(got, expected), "in eval mode (no dropout), batches of 2 = the whole batch"
+
+
+def test_token_f1_is_the_squad_word_overlap():
+    assert token_f1("Return the sum.", "return THE sum") == 1.0
+    assert token_f1("the cat", "a dog") == 0.0 and token_f1("", "a dog") == 0.0
+    # prediction 4 words, reference 2, 2 in common ("the" once, since the reference has it once): P 1/2, R 1
+    assert abs(token_f1("the the cat sat", "the cat") - 2 * 0.5 * 1 / 1.5) < 1e-12
+
+
+def test_finetune_trains_only_what_requires_a_gradient_and_repeats_with_its_seed():
+    def run():
+        torch.manual_seed(4)
+        classifier = GPTClassifier(GPT(CONFIG), n_classes=2)
+        freeze_all_but(classifier, 0)
+        frozen = classifier.gpt.blocks[0].ffn.fc_in.weight.clone()
+        x, y = torch.randint(1, 50, (12, 6)), torch.randint(0, 2, (12,))
+        calls = []
+
+        def evaluate():
+            calls.append(classifier.training)
+            return float(predict(classifier, x, torch.full((12,), 6)).eq(y).float().mean())
+
+        history = finetune(classifier, lambda idx: F.cross_entropy(classifier(x[idx]), y[idx]), len(x),
+                           FinetuneConfig(steps=7, batch_size=4, lr=1e-2, eval_every=3), evaluate, progress=False)
+        assert torch.equal(classifier.gpt.blocks[0].ffn.fc_in.weight, frozen) and not classifier.training
+        assert history.eval_steps == [0, 3, 6, 7] and len(history.loss) == 7 and len(history.scores) == 4
+        return history.loss
+    assert run() == run()
+    with pytest.raises(ValueError, match="no parameter requires a gradient"):
+        model = GPT(CONFIG).requires_grad_(False)
+        finetune(model, lambda idx: None, 1, progress=False)
+
+
+def test_answer_questions_batches_prompts_of_equal_length_like_one_at_a_time():
+    torch.manual_seed(5)
+    model = GPT(CONFIG).eval()
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8], [9]]
+    eos = int(model(torch.tensor([[4, 5]]))[0, -1].argmax())  # the second prompt's answer ends at once
+    answers = answer_questions(model, prompts, eos_id=eos, max_new_tokens=5)
+    for prompt, answer in zip(prompts, answers):
+        alone = generate(model, torch.tensor(prompt), Sampling(max_new_tokens=5, eos_id=eos))[len(prompt):].tolist()
+        assert answer == (alone[:alone.index(eos)] if eos in alone else alone)
+    assert answers[1] == []
