@@ -84,6 +84,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.generation
 	$(BIN)/python -m benchmarks.book_build
 	$(BIN)/python -m benchmarks.grading
+	$(BIN)/python -m benchmarks.finetuning
 
 # On a GPU runner with the course's packages already installed (and no package index), set PYTHON to that Python.
 gpu-check:
