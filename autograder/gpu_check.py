@@ -30,7 +30,8 @@ from autograder.course import REPO_ROOT, chapters
 GPU_TESTS = ["tests/test_tolerances_and_seed.py", "tests/test_device.py", "tests/test_embeddings.py",
              "tests/test_attention.py", "tests/test_model.py", "tests/test_families.py", "tests/test_gpt2_weights.py",
              "tests/test_referee.py", "tests/test_catalogue.py", "tests/test_exercises.py", "tests/test_train.py",
-             "tests/test_flops.py", "tests/test_distributed.py", "tests/test_generate.py"]
+             "tests/test_flops.py", "tests/test_distributed.py", "tests/test_generate.py",
+             "tests/test_finetune.py"]
 #: Submissions per chapter in the class graded on both devices: the reference, the stub, and this many mistakes.
 MISTAKES_PER_CHAPTER = 3
 

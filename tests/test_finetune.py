@@ -12,7 +12,9 @@ from gptcourse.finetune import (IGNORE_INDEX, FinetuneConfig, GPTClassifier, ans
                                 padded_batch, predict, sequence_logprobs, token_f1)
 from gptcourse.generate import Sampling, generate
 from gptcourse.model import GPT, GPTConfig
-from gptcourse.tolerances import assert_close
+from gptcourse.lora import apply_lora
+from gptcourse.quantize import fake_quantize, nf4_levels
+from gptcourse.tolerances import assert_close, devices_to_test
 
 CONFIG = GPTConfig(vocab_size=50, context_length=16, d_model=32, n_layers=3, n_heads=4)
 PAD = 0
@@ -163,3 +165,25 @@ def test_answer_questions_batches_prompts_of_equal_length_like_one_at_a_time():
         alone = generate(model, torch.tensor(prompt), Sampling(max_new_tokens=5, eos_id=eos))[len(prompt):].tolist()
         assert answer == (alone[:alone.index(eos)] if eos in alone else alone)
     assert answers[1] == []
+
+
+@pytest.mark.parametrize("device", devices_to_test(), ids=str)
+def test_fine_tuning_runs_where_the_model_is(device):
+    torch.manual_seed(6)
+    classifier = GPTClassifier(GPT(CONFIG), n_classes=3).to(device)
+    apply_lora(classifier.gpt, targets=("qkv", "fc_in"), r=4, alpha=8)
+    classifier.head.requires_grad_(True)
+    ids, lengths = padded_batch([[1, 2, 3], [4, 5], [6]], pad_id=PAD, max_tokens=4)
+    labels = torch.tensor([0, 2, 1], device=device)
+    history = finetune(classifier, lambda rows: F.cross_entropy(classifier(ids[rows].to(device), lengths[rows]),
+                                                                labels[rows.to(device)]),
+                       3, FinetuneConfig(steps=3, batch_size=2, eval_every=3), progress=False)
+    assert len(history.loss) == 3 and all(math.isfinite(v) for v in history.loss)
+    predicted = predict(classifier, ids, lengths)
+    assert predicted.device.type == "cpu" and predicted.shape == (3,)
+    assert confusion_matrix(predicted, labels, 3).sum() == 3
+    model = GPT(CONFIG).to(device).eval()
+    answers = answer_questions(model, [[1, 2], [3, 4], [5]], eos_id=0, max_new_tokens=3)
+    assert len(answers) == 3 and all(len(a) <= 3 for a in answers)
+    weight = torch.randn(8, 64, device=device)
+    assert fake_quantize(weight, nf4_levels()).device.type == device.type
