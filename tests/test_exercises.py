@@ -43,7 +43,8 @@ ALL_NOTEBOOKS = SOLUTIONS + exercise_notebooks()
 HIDDEN_TEST_PACKAGES = {"ch00_pytorch": {"torch", "numpy"}, "ch01_tokens": {"tiktoken", "regex"},
                         "ch02_embeddings": {"torch", "numpy"}, "ch03_attention": {"torch", "numpy"}, "ch04_gpt_model": {"torch", "numpy", "transformers"},
                         "ch05_pretraining": {"torch", "numpy"},
-                        "ch06_generating": {"torch", "numpy", "transformers"}}
+                        "ch06_generating": {"torch", "numpy", "transformers"},
+                        "ch07_finetuning": {"torch", "peft", "transformers"}}
 # The only parts of the course library hidden tests may use: shared test settings, never an implementation to
 # compare against (the oracle must be independent of the course's own code).
 HIDDEN_TEST_LIBRARY_MODULES = {"gptcourse.tolerances", "gptcourse.seed"}
