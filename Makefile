@@ -9,10 +9,11 @@ STAMP  := $(VENV)/.installed
 # pip's warnings about this machine's extra local indexes are noise for a learner; hide just those lines.
 PIPFILTER := grep -v 'is ignored: it is neither a file nor a directory' || true
 
-.PHONY: help install book notebooks test test-fast lab check exercises tokenizer pretrain grade bench gpu-check clean
+.PHONY: help install book serve notebooks test test-fast lab check exercises tokenizer pretrain grade bench gpu-check release clean
 
 help:
 	@echo "make book       build the site into _build/html (executes every chapter; cached)"
+	@echo "make serve      serve the built site at http://127.0.0.1:8000/ (search works there; PORT=8001 for another port)"
 	@echo "make notebooks  write the chapters as notebooks to run and change: book/notebooks/*.ipynb"
 	@echo "make lab        open JupyterLab on the chapter notebooks and the exercises"
 	@echo "make check NB=exercises/ch01_tokens/tokens.ipynb   self-check an exercise notebook"
@@ -20,6 +21,7 @@ help:
 	@echo "make test-fast  run the tests not marked slow (a quick check while you work)"
 	@echo "make install    set up .venv with the pinned requirements (the other targets do it when needed)"
 	@echo "make exercises  regenerate the student notebooks in exercises/ from solutions/"
+	@echo "make release    the student notebooks as one archive per chapter and one for the course, in _build/release"
 	@echo "make tokenizer  retrain the course tokenizer (gptcourse/data/course_bpe.json)"
 	@echo "make pretrain   train the course model once (cached in ~/.cache/gptcourse; Chapters 6 and 7 use it)"
 	@echo "make grade SUBMISSIONS=dir WORKSPACE=dir [ARGS=\"--jobs 2\"]   grade <student>/<chapter>/<nb>.ipynb (python -m autograder.grade -h)"
@@ -42,6 +44,12 @@ book: $(STAMP)
 	@if [ -d _build/.jupyter_cache ] && [ -n "$$(find gptcourse -name '*.py' -newer _build/.jupyter_cache/global.db)" ]; then \
 		echo "The library changed since the chapters last ran: executing them again."; rm -rf _build/.jupyter_cache; fi
 	$(BIN)/jupyter-book build . --all --builder html -W -n --keep-going
+
+# Sphinx's search reads its index with JavaScript, which browsers refuse for file:// pages: serve the site instead.
+PORT ?= 8000
+SITE ?= _build/html
+serve: $(STAMP)
+	@$(BIN)/python book/_ext/serve.py --port $(PORT) --site "$(SITE)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -70,6 +78,9 @@ tokenizer: $(STAMP)
 
 pretrain: $(STAMP)
 	$(BIN)/python -m gptcourse.pretrain
+
+release: $(STAMP)
+	$(BIN)/python -m autograder.release
 
 grade: $(STAMP)
 	@test -n "$(SUBMISSIONS)" -a -n "$(WORKSPACE)" || { echo "Usage: make grade SUBMISSIONS=path/to/submissions WORKSPACE=path/outside/repo"; exit 2; }

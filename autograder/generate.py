@@ -22,6 +22,8 @@ from nbgrader.converters import GenerateAssignment
 from nbgrader.coursedir import CourseDirectory
 
 from autograder.course import EXERCISES_DIR, SOLUTIONS_DIR, base_config, chapters, venv_scripts_on_path
+from autograder.release import METADATA_KEY
+from autograder.results import assignment_version
 
 # Editor and nbgrader leftovers that never belong to a release.
 IGNORE = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.pyc", ".DS_Store", "gradebook.db")
@@ -39,9 +41,11 @@ def _generate_one(root: Path, chapter: str) -> None:
         converter.start()  # raises NbGraderException if a notebook cannot be converted
 
 
-def _normalise(path: Path) -> None:
-    """Rewrite a generated notebook in nbformat's canonical layout (sorted keys, one trailing newline)."""
+def _normalise(path: Path, chapter: str) -> None:
+    """Rewrite a generated notebook in nbformat's canonical layout (sorted keys, one trailing newline), carrying
+    the chapter and the assignment version it was generated from (the grader reads them back from a submission)."""
     nb = nbformat.read(path, as_version=4)
+    nb.metadata[METADATA_KEY] = {"chapter": chapter, "assignment_version": assignment_version(SOLUTIONS_DIR, chapter)}
     nbformat.validate(nb)
     nbformat.write(nb, path)
 
@@ -65,7 +69,7 @@ def generate_to(dest_dir: Path | str, chapter_ids: list[str] | None = None) -> l
             _generate_one(root, chapter)
             released = root / "exercises" / chapter
             for notebook in released.rglob("*.ipynb"):
-                _normalise(notebook)
+                _normalise(notebook, chapter)
             target = dest_dir / chapter
             if target.exists():
                 shutil.rmtree(target)

@@ -3,11 +3,14 @@ problems an instructor can act on (never a submission dropped silently)."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autograder.course import read_notebook
+from autograder.release import METADATA_KEY, release_note
+from autograder.results import assignment_version
 
 IGNORED_NAMES = {"__MACOSX", "__pycache__", ".ipynb_checkpoints"}
 
@@ -50,6 +53,7 @@ def scan_submissions(submissions: Path, solutions: Path, wanted: list[str] | Non
                      known: list[str]) -> tuple[list[Submission], list[Problem], list[str]]:
     """What to grade, what is wrong, and the chapters concerned."""
     problems: list[Problem] = []
+    version_of = functools.cache(lambda chapter: assignment_version(solutions, chapter))
     if not submissions.exists():
         raise UsageError(f"The submissions folder {submissions} does not exist.\n"
                          "Expected layout: SUBMISSIONS/<student>/<chapter>/<notebook>.ipynb")
@@ -119,7 +123,7 @@ def scan_submissions(submissions: Path, solutions: Path, wanted: list[str] | Non
                 if not path.is_file():
                     continue
                 try:
-                    read_notebook(path)
+                    nb = read_notebook(path)
                 except ValueError as exc:
                     malformed.append(path.name)
                     problems.append(Problem(student, chapter, f"{student}/{chapter}/{path.name}",
@@ -128,6 +132,12 @@ def scan_submissions(submissions: Path, solutions: Path, wanted: list[str] | Non
                                             "this submission was skipped"))
                 else:
                     sub.notebooks.append(path)
+                    carried = nb.metadata.get(METADATA_KEY, {}).get("assignment_version")
+                    note = release_note(carried, version_of(chapter))
+                    if note:
+                        problems.append(Problem(student, chapter, f"{student}/{chapter}/{path.name}", note,
+                                                "nothing: it was graded against the current tests (CHANGELOG.md "
+                                                "says what changed)", blocking=False))
             missing = [e for e in expected if not (folder / f"{e}.ipynb").is_file()]
             for path in unexpected:
                 if missing:

@@ -7,35 +7,13 @@ afterwards, because executed notebooks are cached in _build/.jupyter_cache; `mak
 
 import html as html_lib
 import re
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "_build"
-
-
-def _toc_files() -> list[str]:
-    """The page paths named in _toc.yml (root and every `file:` entry), without their suffix."""
-    import yaml  # a dependency of jupyter-book
-
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-
-    walk(toc.get("chapters"))
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    return files
+from book_site import BUILD, ROOT, toc_files
 
 
 def test_no_directive_hides_behind_a_backtick_fence():
@@ -48,25 +26,16 @@ def test_no_directive_hides_behind_a_backtick_fence():
 
 
 def test_every_toc_page_exists():
-    files = _toc_files()
+    files = toc_files()
     assert files[0] == "book/intro" and "book/ch01_tokens" in files
     missing = [f for f in files if not any((ROOT / f"{f}{ext}").exists() for ext in (".md", ".ipynb"))]
     assert not missing, f"_toc.yml lists pages that do not exist: {missing}"
 
 
-@pytest.fixture(scope="module")
-def site() -> Path:
-    """The site as `make book` builds it (with warnings as errors), once for all the tests below."""
-    result = subprocess.run(["make", "-s", "book"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, f"make book failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
-    assert (BUILD / "html" / "book" / "intro.html").exists()
-    return BUILD / "html"
-
-
 def _chapter_pages(site: Path) -> dict[str, str]:
     """Each chapter in _toc.yml -> its built HTML."""
     pages = {}
-    for chapter in _toc_files()[1:]:
+    for chapter in toc_files()[1:]:
         page = site / f"{chapter}.html"
         assert page.exists(), f"{chapter} is in _toc.yml but was not built"
         pages[chapter] = page.read_text(encoding="utf-8")

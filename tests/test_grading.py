@@ -6,6 +6,7 @@ we care about, and every real chapter at once, with three learners built from it
 
 from __future__ import annotations
 
+import copy
 import csv
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from grading_support import (
 )
 from autograder import catalogue
 from autograder import grade as grade_module
+from autograder.release import METADATA_KEY
 from autograder.course import (
     HIDDEN_TESTS_PLACEHOLDER, STDERR_MARK, HideHiddenTests, chapters, grading_config, split_hidden_tests,
     stderr_to_stdout,
@@ -191,6 +193,7 @@ def toy_submissions(toy, folder: Path) -> Path:
             "    return (xs[0] + xs[-1]) / 2")}),
         "crash": fill(release, {**sources, "mean": "import os\ndef mean(xs):\n    os._exit(1)"}),
         "loop": fill(release, {**sources, "double": "def double(x):\n    while True:\n        pass"}),
+        "old_release": from_release(correct, "sha256:" + "0" * 64),  # made from another version of the exercises
     }
     for student, nb in nbs.items():
         write(nb, folder / student / TOY_CHAPTER / "toy.ipynb")
@@ -199,6 +202,13 @@ def toy_submissions(toy, folder: Path) -> Path:
     write(correct, folder / "misnamed" / TOY_CHAPTER / "toy (1).ipynb")
     (folder / "no_chapter" / "notes").mkdir(parents=True)
     return folder
+
+
+def from_release(nb, version: str):
+    """A copy of ``nb`` that carries ``version`` as the student notebooks do (autograder.generate writes it)."""
+    nb = copy.deepcopy(nb)
+    nb.metadata[METADATA_KEY] = {"chapter": TOY_CHAPTER, "assignment_version": version}
+    return nb
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +252,14 @@ def test_correct_answer_gets_full_marks_even_though_it_warns(toy_run, toy):
     assert "UserWarning" in text and STDERR_MARK in text  # the warning is still shown, as stdout
     assert not any(o.get("name") == "stderr" for o in cell.outputs)
     assert float(toy_run["grades"]["correct"]["toy/test_mean"]) == toy["points"]["test_mean"]
+
+
+@pytest.mark.slow
+def test_a_submission_from_another_release_is_graded_and_noted(toy_run, toy):
+    assert score(toy_run, "old_release") == sum(toy["points"].values())
+    (row,) = [p for p in toy_run["problems"] if p["student"] == "old_release"]
+    assert row["graded"] == "yes" and "000000000000" in row["problem"] and "release" in row["problem"], row
+    assert all(p["student"] != "correct" for p in toy_run["problems"]), "the current release needs no note"
 
 
 @pytest.mark.slow
