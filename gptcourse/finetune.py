@@ -173,7 +173,7 @@ def finetune(model: nn.Module, batch_loss, n_examples: int, config: FinetuneConf
     Each step draws ``batch_size`` example indices (seeded) and calls ``batch_loss(indices)`` for the loss: the
     same loop serves classification and instruction tuning. AdamW without weight decay (the steps are few, and
     decay would pull the pretrained weights towards 0). ``evaluate()``, if given, returns a score; it is called
-    before the first step and every ``eval_every`` steps.
+    before the first step and every ``eval_every`` steps. The model is left in eval mode.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:

@@ -13,13 +13,14 @@ message that says how to install it (in CI, where `GPTCOURSE_REQUIRE_BROWSER` is
 import functools
 import os
 import shutil
+import textwrap
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from book_site import BUILD, toc_files
+from book_site import BUILD, DISPLAY_MATH, INLINE_MATH, formulas_in_source, prose_of, toc_files
 
 pytestmark = pytest.mark.slow
 
@@ -140,12 +141,44 @@ def test_every_page_loads_offline_without_errors(visits):
     assert not bad, f"pages with console errors, failed requests or requests to the internet: {bad}"
 
 
-def test_mathjax_renders_every_formula(visits):
+def test_mathjax_renders_every_formula_of_the_source(visits):
     for (name, kind), v in visits.items():
-        assert v["rendered"] == v["formulas"], (
-            f"{name} ({kind}): MathJax rendered {v['rendered']} of the page's {v['formulas']} formulas (a formula "
-            "shown as TeX source, or one MathJax could not parse)")
+        written = formulas_in_source(name)
+        assert v["formulas"] == written, (
+            f"{name} ({kind}): the source writes {written} formulas, the page has {v['formulas']} (a formula the "
+            "parser did not see as math shows as raw $...$ text)")
+        assert v["rendered"] == written, (
+            f"{name} ({kind}): MathJax rendered {v['rendered']} of the page's {written} formulas (one it could not "
+            "parse, or MathJax did not load)")
     assert sum(v["formulas"] for v in visits.values()) > 0, "no formula anywhere: the check would check nothing"
+
+
+def test_formulas_are_counted_in_prose_only():
+    source = textwrap.dedent("""\
+        Text $a$ and a price of $5, an escaped \\$x$, `$code$`.
+        $$
+        b
+        $$
+        ```{code-cell} ipython3
+        x = "$cell$"
+        ```
+        :::{admonition} A question
+        $colon$
+        :::
+        ```{admonition} Another
+        $backtick$
+        ```
+        ```python
+        $block$
+        ```
+        """)
+    text = prose_of(source)
+    for kept in ("$a$", "$colon$", "$backtick$"):
+        assert kept in text
+    for dropped in ("$code$", "$cell$", "$block$"):
+        assert dropped not in text
+    assert len(DISPLAY_MATH.findall(text)) == 1 and INLINE_MATH.findall(DISPLAY_MATH.sub("", text)) == [
+        "$a$", "$colon$", "$backtick$"]
 
 
 def test_every_figure_loads_and_has_a_size(visits):
@@ -195,9 +228,9 @@ def test_the_checks_catch_a_broken_page(browser, tmp_path):
     mathjax = BUILD / "html" / "_static" / "mathjax" / "tex-chtml.js"
     assert mathjax.exists(), "the site ships no MathJax: build the book first"
     shutil.copy(mathjax, tmp_path / "mathjax.js")
-    (tmp_path / "broken.html").write_text(f"""<!doctype html><html><head><meta name="viewport"
+    (tmp_path / "broken.html").write_text("""<!doctype html><html><head><meta name="viewport"
       content="width=device-width"><script src="mathjax.js"></script></head><body><article class="bd-article">
-      <p><span class="math">\\(x^2\\)</span> and <span class="math">\\(\\frac{{1}}{{\\)</span></p>
+      <p><span class="math">\\(x^2\\)</span> and <span class="math">\\(\\frac{1}{\\)</span></p>
       <p style="width: 2000px">a line of prose far wider than a phone</p>
       <img src="missing.png"><img src="https://example.com/remote.png">
       <script>console.error("a console error");</script></article></body></html>""")
