@@ -88,8 +88,11 @@ def predict(classifier: GPTClassifier, ids: torch.Tensor, lengths: torch.Tensor,
     was_training = classifier.training
     classifier.eval()
     device = next(classifier.parameters()).device
-    predicted = [classifier(ids[i:i + batch_size].to(device), lengths[i:i + batch_size]).argmax(-1).cpu()
-                 for i in range(0, len(ids), batch_size)]
+    predicted = []
+    for i in range(0, len(ids), batch_size):
+        width = int(lengths[i:i + batch_size].max())  # columns of padding alone would change nothing
+        logits = classifier(ids[i:i + batch_size, :width].to(device), lengths[i:i + batch_size])
+        predicted.append(logits.argmax(-1).cpu())
     classifier.train(was_training)
     return torch.cat(predicted)
 
