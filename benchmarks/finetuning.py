@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from gptcourse import finetune_data
 from gptcourse.course_tokenizer import load_course_tokenizer
 from gptcourse.finetune import (FinetuneConfig, GPTClassifier, answer_questions, finetune,
-                                freeze_all_but, instruction_batch, padded_batch, predict, token_f1)
+                                freeze_all_but, instruction_batch, padded_batch, predict, token_f1,
+                                training_bytes)
 from gptcourse.lora import apply_lora
 from gptcourse.model import count_parameters
 from gptcourse.optim import AdamW
@@ -84,14 +85,6 @@ def lora_classifier(gpt) -> GPTClassifier:
 VARIANTS = {"full": (full_classifier, 5e-4), "LoRA": (lora_classifier, 2e-3)}
 
 
-def training_bytes(model, optimizer) -> int:
-    """The bytes of every gradient and of every tensor in the optimizer's state."""
-    grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
-    state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
-                if torch.is_tensor(t))
-    return grads + state
-
-
 def measure_steps(task: Classification, gpt, timed_steps: int, warmup: int = 2) -> dict[str, dict]:
     """Fresh copies of both variants, each with its own AdamW (as ``finetune`` builds it), taking ``finetune``'s step
     in turn: the memory after the first step, and the median time of the steps after ``warmup``."""
@@ -112,7 +105,7 @@ def measure_steps(task: Classification, gpt, timed_steps: int, warmup: int = 2) 
             run["optimizer"].step()
             seconds = time.perf_counter() - start
             if step == 0:
-                run["bytes"] = training_bytes(run["model"], run["optimizer"])
+                run["bytes"] = sum(training_bytes(run["model"], run["optimizer"]))
             if step >= warmup:
                 run["times"].append(seconds)
     return {name: dict(params=run["params"], bytes=run["bytes"], step_s=statistics.median(run["times"]))

@@ -207,6 +207,14 @@ def finetune(model: nn.Module, batch_loss, n_examples: int, config: FinetuneConf
     return history
 
 
+def training_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+    """What training holds besides the weights: the bytes of every gradient, and of the optimizer's state (AdamW:
+    two moments per trained number). Measure after a step, once both exist."""
+    gradients = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
+    state = sum(t.nbytes for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
+    return gradients, state
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Preference tuning: DPO (Rafailov et al. 2023)
 

@@ -3,30 +3,21 @@
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+import chapter_notebooks  # noqa: E402  (it reads _toc.yml for `make notebooks`)
 
 
 def toc_files() -> list[str]:
-    """The page paths named in _toc.yml (root and every `file:` entry) in reading order, without their suffix."""
+    """The page paths named in _toc.yml, the root first, in reading order, without their suffix."""
     import yaml  # a dependency of jupyter-book
 
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-
-    walk(toc.get("chapters"))
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    return files
+    root = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))["root"]
+    return [root, *chapter_notebooks.chapter_pages()]
 
 
 def build_site() -> Path:

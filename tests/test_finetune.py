@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 from gptcourse.finetune import (IGNORE_INDEX, FinetuneConfig, GPTClassifier, answer_questions, confusion_matrix,
                                 dpo_loss, finetune, freeze_all_but, instruction_batch, last_token_states,
-                                padded_batch, predict, sequence_logprobs, token_f1)
+                                padded_batch, predict, sequence_logprobs, token_f1, training_bytes)
 from gptcourse.generate import Sampling, generate
 from gptcourse.model import GPT, GPTConfig
 from gptcourse.lora import apply_lora
+from gptcourse.optim import AdamW
 from gptcourse.quantize import fake_quantize, nf4_levels
 from gptcourse.tolerances import assert_close, devices_to_test
 
@@ -153,6 +154,18 @@ def test_finetune_trains_only_what_requires_a_gradient_and_repeats_with_its_seed
     with pytest.raises(ValueError, match="no parameter requires a gradient"):
         model = GPT(CONFIG).requires_grad_(False)
         finetune(model, lambda idx: None, 1, progress=False)
+
+
+def test_training_bytes_counts_the_gradients_and_adamws_two_moments():
+    classifier = GPTClassifier(GPT(CONFIG), n_classes=2)
+    trainable = freeze_all_but(classifier, 1)
+    tensors = [p for p in classifier.parameters() if p.requires_grad]
+    optimizer = AdamW(tensors, lr=1e-3)
+    F.cross_entropy(classifier(torch.randint(1, 50, (2, 6))), torch.tensor([0, 1])).backward()
+    optimizer.step()
+    gradients, state = training_bytes(classifier, optimizer)
+    assert gradients == 4 * trainable  # float32, frozen parameters have none
+    assert state == 2 * 4 * trainable + 4 * len(tensors)  # exp_avg, exp_avg_sq, and a float32 step per tensor
 
 
 def test_answer_questions_batches_prompts_of_equal_length_like_one_at_a_time():
